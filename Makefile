@@ -1,0 +1,31 @@
+# One command per job: `make quickstart` (install + demo), `make test` (install + tests).
+PYTHON ?= python3
+VENV ?= .venv
+# CPU machines get the CPU build of torch; on a CUDA machine use `make install TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test lint bench clean
+
+$(BIN)/tunesmith: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/tunesmith
+
+quickstart: install
+	$(BIN)/tunesmith quickstart
+
+test: install
+	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/sft_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,157 @@
+"""Packing: rendered examples into padding-free micro-batches.
+
+An optimizer step takes `batch_size` examples (the hosted APIs' meaning of batch size);
+those examples are packed into as few micro-batches of at most `micro_batch_tokens`
+tokens as fit, each a single row with position ids restarting at every example, so the
+attention implementation keeps examples apart and no compute is spent on padding.
+Gradient accumulation falls out: a step is as many forward passes as its micro-batches.
+The plan depends only on (lengths, batch_size, budget, seed, epoch), so a resumed run
+replays exactly the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tunesmith.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+    from tunesmith.data.render import RenderedExample
+
+IGNORE_INDEX = -100
+
+Step = list[list[int]]
+"""One optimizer step: its micro-batches, each a list of example indices."""
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
+    """A seeded shuffle of example indices, different every epoch, same on every resume."""
+    return np.random.default_rng([seed, epoch]).permutation(count).tolist()
+
+
+def pack_indices(indices: Sequence[int], lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """First-fit-decreasing bin packing of examples into micro-batches of <= budget tokens."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(indices, key=lambda i: (-lengths[i], i)):
+        length = lengths[index]
+        if length > budget:
+            raise DataError(f"an example of {length} tokens is longer than micro_batch_tokens={budget}",
+                            fix="raise training.micro_batch_tokens to at least data.max_length")
+        for slot, free in enumerate(room):
+            if length <= free:
+                bins[slot].append(index)
+                room[slot] -= length
+                break
+        else:
+            bins.append([index])
+            room.append(budget - length)
+    return bins
+
+
+def plan_epoch(lengths: Sequence[int], batch_size: int, budget: int, seed: int, epoch: int) -> list[Step]:
+    """Every optimizer step of one epoch, as micro-batches of example indices."""
+    order = epoch_order(len(lengths), seed, epoch)
+    return [pack_indices(order[i : i + batch_size], lengths, budget)
+            for i in range(0, len(order), batch_size)]
+
+
+@dataclass(slots=True)
+class PackedBatch:
+    """One micro-batch: a single row of concatenated examples."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor
+    num_examples: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+    @property
+    def num_trained(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        return PackedBatch(self.input_ids.to(device), self.position_ids.to(device),
+                           self.labels.to(device), self.num_examples)
+
+
+def collate_packed(examples: Sequence[RenderedExample]) -> PackedBatch:
+    import torch
+
+    ids: list[int] = []
+    positions: list[int] = []
+    labels: list[int] = []
+    for example in examples:
+        ids += example.input_ids
+        positions += range(len(example))
+        labels += [t if m else IGNORE_INDEX
+                   for t, m in zip(example.input_ids, example.loss_mask, strict=True)]
+    return PackedBatch(
+        torch.tensor([ids], dtype=torch.long),
+        torch.tensor([positions], dtype=torch.long),
+        torch.tensor([labels], dtype=torch.long),
+        len(examples),
+    )
+
+
+def collate_padded(examples: Sequence[RenderedExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded rows with an attention mask: the classic layout, used to check packing."""
+    import torch
+
+    width = max(len(e) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        attention[row, :n] = 1
+        labels[row, :n] = torch.tensor(
+            [t if m else IGNORE_INDEX for t, m in zip(example.input_ids, example.loss_mask, strict=True)])
+    return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+
+
+@dataclass(frozen=True, slots=True)
+class PackingStats:
+    """How much compute padding would waste, against packing the same steps."""
+
+    padded_waste: float
+    packed_fill: float
+    micro_batches_padded: int
+    micro_batches_packed: int
+
+
+def packing_stats(lengths: Sequence[int], batch_size: int, budget: int, seed: int = 0) -> PackingStats:
+    """Padded batching pads every row of a micro-batch to its longest example; packing
+    concatenates. Both take the same steps of one epoch."""
+    if not lengths:
+        return PackingStats(0.0, 0.0, 0, 0)
+    order = epoch_order(len(lengths), seed, 0)
+    real = float(sum(lengths))
+    padded_cells = 0
+    padded_batches = 0
+    packed_batches = 0
+    for i in range(0, len(order), batch_size):
+        step = order[i : i + batch_size]
+        # The padded layout fits as many rows per micro-batch as the token budget allows.
+        rows = max(1, budget // max(lengths[j] for j in step))
+        for k in range(0, len(step), rows):
+            chunk = step[k : k + rows]
+            padded_cells += max(lengths[j] for j in chunk) * len(chunk)
+            padded_batches += 1
+        packed_batches += len(pack_indices(step, lengths, max(budget, max(lengths[j] for j in step))))
+    return PackingStats(
+        padded_waste=1 - real / padded_cells,
+        packed_fill=real / (packed_batches * budget),
+        micro_batches_padded=padded_batches,
+        micro_batches_packed=packed_batches,
+    )

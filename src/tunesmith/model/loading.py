@@ -1,0 +1,117 @@
+"""Find and load a base model and its tokenizer: the bundled tiny model, a local folder
+(Hugging Face layout or a single GGUF file) or a hub id for users with a network.
+
+Errors are raised before any compute is spent and say what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunesmith.errors import ModelError
+from tunesmith.recipe import BUNDLED_MODEL
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BUNDLED = {BUNDLED_MODEL: ASSETS / "models" / "tiny-chat"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """Where to load a model from: a folder or hub id, plus the GGUF file name if any."""
+
+    name: str
+    location: str
+    gguf_file: str | None = None
+    revision: str | None = None
+    is_local: bool = True
+
+    def kwargs(self, trust_remote_code: bool) -> dict[str, Any]:
+        extra: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if self.gguf_file:
+            extra["gguf_file"] = self.gguf_file
+        if self.revision and not self.is_local:
+            extra["revision"] = self.revision
+        return extra
+
+
+def resolve_model(name: str, revision: str | None = None) -> ModelRef:
+    """Turn a recipe's base_model into a loadable reference, or explain why it cannot be."""
+    if name in BUNDLED:
+        return ModelRef(name, str(BUNDLED[name]))
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix == ".gguf":
+            return ModelRef(name, str(path.parent), path.name)
+        if not path.is_dir():
+            raise ModelError(f"base model path is not a folder: {path}")
+        if (path / "config.json").exists():
+            _check_causal_lm(path)
+            return ModelRef(name, str(path))
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelRef(name, str(path), ggufs[0].name)
+        raise ModelError(
+            f"folder {path} holds no config.json (and not exactly one .gguf file)",
+            fix="point base_model at a Hugging Face model folder or a .gguf file")
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelError(
+            f"base model path does not exist: {name}",
+            fix=f"use an existing folder, a hub id like 'org/model', or '{BUNDLED_MODEL}'")
+    return ModelRef(name, name, revision=revision, is_local=False)
+
+
+def _check_causal_lm(folder: Path) -> None:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {folder / 'config.json'}: {exc}") from None
+    architectures = config.get("architectures") or []
+    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise ModelError(
+            f"{folder} is a {', '.join(architectures)}, not a causal language model",
+            fix="tunesmith fine-tunes decoder-only causal LMs (…ForCausalLM)")
+
+
+def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.location, **ref.kwargs(trust_remote_code))
+    except Exception as exc:  # transformers raises many types; the user needs one message
+        raise _load_error(ref, "tokenizer", exc) from exc
+    if not tokenizer.is_fast:
+        raise ModelError(
+            f"the tokenizer of {ref.name} is not a fast tokenizer",
+            fix="tunesmith needs a fast (Rust) tokenizer to map loss masks to characters")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(ref: ModelRef, trust_remote_code: bool = False, dtype: Any = None) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            ref.location, dtype=dtype, **ref.kwargs(trust_remote_code))
+    except Exception as exc:
+        raise _load_error(ref, "model", exc) from exc
+
+
+def _load_error(ref: ModelRef, what: str, exc: Exception) -> ModelError:
+    text = str(exc)
+    if "trust_remote_code" in text:
+        return ModelError(
+            f"{ref.name} needs its own Python code to load (trust_remote_code)",
+            fix="review the model's code, then set trust_remote_code: true in the recipe")
+    if not ref.is_local:
+        return ModelError(
+            f"cannot load {what} '{ref.name}' from the hub: {text.splitlines()[0] if text else exc!r}",
+            fix="check the id and your network, or point base_model at a local folder")
+    return ModelError(f"cannot load {what} from {ref.location}: {text.splitlines()[0] if text else exc!r}")
