@@ -1,0 +1,71 @@
+"""A reporter that shows training on a terminal: a progress bar with loss, tokens/s and
+ETA, and a line per evaluation. Off a terminal it prints plain lines instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class ConsoleProgress:
+    def __init__(self, console: Console, every: int = 10):
+        self.console = console
+        self.every = every
+        self.live = console.is_terminal
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def report(self, record: dict[str, Any]) -> None:
+        kind = record.get("type")
+        if kind == "start":
+            self._start(record)
+        elif kind == "train":
+            self._train(record)
+        elif kind == "eval":
+            best = " [green](best)[/]" if record.get("best") else ""
+            self.console.print(
+                f"  step {record['step']:>5}  validation loss {record['loss']:.4f}  "
+                f"token accuracy {record['token_accuracy']:.3f}{best}", highlight=False)
+        elif kind == "event":
+            style = "red" if record.get("level") == "error" else "yellow"
+            self.console.print(f"  [{style}]{record['message']}[/]", highlight=False)
+        elif kind == "end":
+            self.close()
+
+    def _start(self, record: dict[str, Any]) -> None:
+        data = record["data"]
+        self.console.print(
+            f"[bold]training[/] {data['train_examples']} examples ({data['format']}), validation: "
+            f"{data['validation_source']}; {record['trainable_parameters']:,} trainable parameters",
+            highlight=False)
+        if record.get("auto"):
+            chosen = ", ".join(f"{k}={v}" for k, v in record["auto"].items())
+            self.console.print(f"  auto: {chosen}", highlight=False)
+        if record["step"]:
+            self.console.print(f"  resuming at step {record['step']}", highlight=False)
+        self.console.print(f"  run: {record['run_dir']}", highlight=False)
+        if self.live:
+            self.progress = Progress(
+                TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
+                TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
+                TimeRemainingColumn(), console=self.console, transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=record["total_steps"],
+                                               completed=record["step"], loss="-", speed="-")
+        self.total = record["total_steps"]
+
+    def _train(self, record: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=record["step"], loss=f"{record['loss']:.4f}",
+                                 speed=f"{record['tokens_per_second']:,.0f}")
+        elif record["step"] % self.every == 0 or record["step"] == self.total:
+            self.console.print(
+                f"  step {record['step']:>5}/{self.total}  loss {record['loss']:.4f}  "
+                f"{record['tokens_per_second']:,.0f} tok/s", highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

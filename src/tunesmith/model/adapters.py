@@ -1,0 +1,87 @@
+"""Adapters: LoRA and DoRA through PEFT, or full fine-tuning, plus frozen layers.
+
+Saving uses PEFT's own layout (adapter_config.json + adapter_model.safetensors) or a
+standard Hugging Face folder, so the result loads anywhere without tunesmith.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.errors import RecipeError
+from tunesmith.recipe import AdapterConfig
+
+
+def decoder_layers(model: torch.nn.Module) -> Any:
+    from tunesmith.train.loss import causal_lm
+
+    layers = getattr(causal_lm(model).get_decoder(), "layers", None)
+    if layers is None:
+        raise RecipeError("this architecture does not expose decoder layers to freeze",
+                          where="adapter.freeze_layers")
+    return layers
+
+
+def _check_layers(model: torch.nn.Module, frozen: list[int]) -> int:
+    count = len(decoder_layers(model)) if frozen else model.config.num_hidden_layers
+    bad = [i for i in frozen if not 0 <= i < count]
+    if bad:
+        raise RecipeError(f"layers {bad} do not exist; the model has layers 0..{count - 1}",
+                          where="adapter.freeze_layers")
+    return count
+
+
+def apply_adapter(model: torch.nn.Module, config: AdapterConfig) -> torch.nn.Module:
+    """Return the model ready to train: wrapped by PEFT, or with all weights trainable."""
+    layer_count = _check_layers(model, config.freeze_layers)
+    if config.kind == "full":
+        model.requires_grad_(True)
+        if config.freeze_layers:
+            layers = decoder_layers(model)
+            for index in config.freeze_layers:
+                layers[index].requires_grad_(False)
+        return model
+
+    from peft import LoraConfig, get_peft_model
+
+    trained_layers = [i for i in range(layer_count) if i not in set(config.freeze_layers)]
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+        use_dora=config.kind == "dora",
+        layers_to_transform=trained_layers if config.freeze_layers else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only what training changes: small for adapters, everything for full fine-tuning."""
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [name for name, p in params.items() if p.requires_grad and name not in state]
+    if missing:
+        raise RecipeError(f"checkpoint lacks {len(missing)} trained tensors (e.g. {missing[0]}); "
+                          "was it made with another adapter setting?", where="adapter")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+
+
+def save_final(model: torch.nn.Module, tokenizer: Any, folder: Path) -> None:
+    """The trained result: PEFT adapter layout, or a full Hugging Face model folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    return (folder / "adapter_config.json").exists()

@@ -1,0 +1,77 @@
+"""Training data: load, render and fit the train and validation sets of a recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tunesmith.data.load import load_dataset
+from tunesmith.data.render import RenderedExample, Renderer, fit_length
+from tunesmith.errors import DataError
+from tunesmith.recipe import Recipe
+
+
+@dataclass(slots=True)
+class PreparedData:
+    train: list[RenderedExample]
+    validation: list[RenderedExample]
+    format: str
+    validation_source: str
+    dropped: list[str] = field(default_factory=list)
+    truncated: int = 0
+    fallback_template: bool = False
+
+    @property
+    def longest(self) -> int:
+        return max(len(e) for e in self.train + self.validation)
+
+    def summary(self) -> dict[str, Any]:
+        return {"format": self.format, "train_examples": len(self.train),
+                "validation_examples": len(self.validation), "validation_source": self.validation_source,
+                "train_tokens": sum(len(e) for e in self.train),
+                "trained_tokens": sum(e.trained_tokens for e in self.train),
+                "dropped_overlong": len(self.dropped), "truncated": self.truncated,
+                "fallback_chat_template": self.fallback_template}
+
+
+def _render_all(path: str, recipe: Recipe, renderer: Renderer, max_length: int,
+                prepared: PreparedData) -> list[RenderedExample]:
+    dataset = load_dataset(path, recipe.data.format)
+    out = []
+    for record in dataset.records:
+        example = renderer.render(record)
+        fitted = fit_length(example, max_length, recipe.data.overlong)
+        if fitted is None:
+            prepared.dropped.append(str(record.source))
+            continue
+        prepared.truncated += fitted is not example
+        out.append(fitted)
+    prepared.format = dataset.format
+    return out
+
+
+def prepare_data(recipe: Recipe, tokenizer: Any, max_length: int) -> PreparedData:
+    if not recipe.data.train:
+        raise DataError("the recipe names no training data", where="data.train",
+                        fix="set data.train to a JSONL, CSV or Parquet file")
+    renderer = Renderer(tokenizer, recipe.data.loss_on)
+    prepared = PreparedData([], [], "", "", fallback_template=renderer.used_fallback_template)
+    train = _render_all(recipe.data.train, recipe, renderer, max_length, prepared)
+    if recipe.data.validation:
+        validation = _render_all(recipe.data.validation, recipe, renderer, max_length, prepared)
+        prepared.validation_source = recipe.data.validation
+    else:
+        # A seeded split, so a resumed or repeated run holds out the same examples.
+        count = int(len(train) * recipe.data.validation_split) if len(train) >= 10 else 0
+        order = np.random.default_rng(recipe.training.seed).permutation(len(train)).tolist()
+        held = set(order[:count])
+        validation = [e for i, e in enumerate(train) if i in held]
+        train = [e for i, e in enumerate(train) if i not in held]
+        prepared.validation_source = f"{count} examples split from the training data" if count else "none"
+    if not train:
+        raise DataError("no training examples left after fitting to max_length",
+                        where="data.max_length", fix="raise data.max_length or use overlong: truncate")
+    prepared.train, prepared.validation = train, validation
+    return prepared

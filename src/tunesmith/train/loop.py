@@ -1,0 +1,349 @@
+"""The one training loop. A method is an objective; everything else is shared.
+
+    pre-flight (model, data, auto values, budgets, disk) -> before any compute is spent
+    for each step: micro-batches -> summed loss / all trained units of the step -> backward
+                   clip -> AdamW -> schedule -> metrics -> maybe evaluate, checkpoint, stop
+    final adapter or model -> run/final/
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.data.pack import pack_indices, plan_epoch
+from tunesmith.errors import ModelError, RecipeError, TunesmithError
+from tunesmith.model.adapters import apply_adapter, load_trainable_state, save_final, trainable_state
+from tunesmith.model.loading import load_model, load_tokenizer, resolve_model
+from tunesmith.recipe import Recipe
+from tunesmith.train import checkpoint as ckpt
+from tunesmith.train.auto import resolve_auto
+from tunesmith.train.data import prepare_data
+from tunesmith.train.objectives import Objective, make_objective
+from tunesmith.train.reporting import Fanout, MetricsFile, MLflowReporter, Reporter, TensorBoardReporter
+from tunesmith.train.run import RunDir
+
+
+class TrainingDiverged(TunesmithError):
+    """Loss or gradient became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass(slots=True)
+class TrainResult:
+    run_dir: Path
+    status: str
+    steps: int
+    final_dir: Path | None
+    best_step: int | None
+    best_validation_loss: float | None
+
+
+# --- set-up ------------------------------------------------------------------------------
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("device cuda asked for, but no CUDA GPU is visible", where="training.device")
+    return torch.device(requested)
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, requested)
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if schedule == "linear":
+            return max(0.0, 1 - progress)
+        return 1.0
+
+    return factor
+
+
+def _check_disk(run: RunDir, model: torch.nn.Module, keep: int) -> None:
+    trained = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    # weights + two AdamW moments per checkpoint, the kept ones plus one being written, plus final
+    need = trained * 3 * (keep + 1) + trained
+    free = shutil.disk_usage(run.path).free
+    if free < need * 1.2:
+        raise TunesmithError(
+            f"not enough disk for checkpoints: about {need / 2**20:.0f} MiB needed, "
+            f"{free / 2**20:.0f} MiB free", where=str(run.path),
+            fix="free space, lower training.keep_checkpoints or set output.dir elsewhere")
+
+
+def _reporters(recipe: Recipe, run: RunDir, extra: Sequence[Reporter]) -> Fanout:
+    reporters: list[Reporter] = [MetricsFile(run.metrics_file), *extra]
+    if "tensorboard" in recipe.training.report_to:
+        reporters.append(TensorBoardReporter(run.path / "tensorboard"))
+    if "mlflow" in recipe.training.report_to:
+        reporters.append(MLflowReporter(run.path.name, recipe.model_dump(mode="json")["training"]))
+    return Fanout(reporters)
+
+
+# --- evaluation on held-out examples -------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, objective: Objective, examples: Sequence[Any], budget: int,
+             device: torch.device) -> dict[str, float]:
+    """Loss and token accuracy over held-out examples, packed like training."""
+    was_training = model.training
+    model.eval()
+    lengths = [len(e) for e in examples]
+    totals: dict[str, float] = {}
+    for micro in pack_indices(range(len(examples)), lengths, budget):
+        batch = objective.collate([examples[i] for i in micro]).to(device)
+        _, metrics = objective(model, batch)
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value
+    model.train(was_training)
+    return summarise(totals)
+
+
+def summarise(totals: dict[str, float]) -> dict[str, float]:
+    tokens = max(totals.get("tokens", 0.0), 1.0)
+    loss = totals.get("loss", 0.0) / tokens
+    return {"loss": loss, "token_accuracy": totals.get("correct", 0.0) / tokens,
+            "perplexity": math.exp(min(loss, 50.0)), "tokens": totals.get("tokens", 0.0)}
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Progress:
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_loss: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    tokens_seen: int = 0
+
+
+def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
+          reporters: Sequence[Reporter] = (), should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train a recipe into a new run directory, or continue the run in `resume_dir`.
+
+    A named run (output.name) whose folder holds an unfinished run is resumed
+    automatically from its last complete checkpoint.
+    """
+    if resume_dir is not None:
+        run = RunDir(Path(resume_dir))
+        if not run.recipe_file.exists():
+            raise TunesmithError("not a run directory (no recipe.yaml)", where=str(run.path))
+        recipe = run.read_recipe()
+    elif recipe is None:
+        raise TypeError("train() needs a recipe or resume_dir")
+    else:
+        run = RunDir.create(recipe)
+    torch.manual_seed(recipe.training.seed)
+
+    # Pre-flight: every check that can fail does so before the model's weights are loaded.
+    device = pick_device(recipe.training.device)
+    ref = resolve_model(recipe.base_model, recipe.revision)
+    tokenizer = load_tokenizer(ref, recipe.trust_remote_code)
+    data = prepare_data(recipe, tokenizer, recipe.data.max_length)
+    resolved, chosen = resolve_auto(recipe, len(data.train), data.longest, device.type == "cuda")
+    training = resolved.training
+    budget = int(training.micro_batch_tokens)
+    if budget < data.longest:
+        raise RecipeError(
+            f"micro_batch_tokens={budget} cannot hold the longest example ({data.longest} tokens)",
+            where="training.micro_batch_tokens",
+            fix=f"set it to at least {data.longest} or lower data.max_length")
+    objective = make_objective(resolved.method, training.loss_chunk_tokens)
+    run.write_recipe(resolved)
+
+    model = load_model(ref, resolved.trust_remote_code, pick_dtype(training.dtype, device))
+    model.config.use_cache = False
+    model = apply_adapter(model, resolved.adapter).to(device)
+    if training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    _check_disk(run, model, training.keep_checkpoints)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise RecipeError("nothing to train: every weight is frozen", where="adapter.freeze_layers")
+    optimizer = torch.optim.AdamW(params, lr=float(training.learning_rate),
+                                  weight_decay=training.weight_decay)
+    lengths = [len(e) for e in data.train]
+    steps_per_epoch = math.ceil(len(lengths) / int(training.batch_size))
+    total_steps = steps_per_epoch * int(training.epochs)
+    if training.max_steps:
+        total_steps = min(total_steps, training.max_steps)
+    warmup = int(total_steps * training.warmup_ratio)
+    schedule = lr_lambda(training.schedule, warmup, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    progress = _Progress()
+    latest = ckpt.latest_checkpoint(run.checkpoints)
+    if latest is not None:
+        weights, extra, state = ckpt.load_checkpoint(latest)
+        load_trainable_state(model, weights)
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        progress = _Progress(**state["progress"])
+        ckpt.restore_rng(extra["rng"])
+        run.truncate_metrics(progress.step)
+
+    trainable = sum(p.numel() for p in params)
+    run.update_info(status="running", base_model=resolved.base_model, method=resolved.method,
+                    adapter=resolved.adapter.kind, auto=chosen, data=data.summary(),
+                    total_steps=total_steps, trainable_parameters=trainable,
+                    resumed_from=progress.step if latest else None, started=time.time())
+    reporter = _reporters(resolved, run, reporters)
+    reporter.report({"type": "start", "step": progress.step, "total_steps": total_steps, "auto": chosen,
+                     "trainable_parameters": trainable, "data": data.summary(), "run_dir": str(run.path)})
+
+    def save() -> None:
+        state = {"progress": asdict(progress), "scheduler": scheduler.state_dict()}
+        ckpt.save_checkpoint(run.checkpoints, progress.step, trainable_state(model),
+                             optimizer.state_dict(), state)
+        protect = {progress.best_step} if progress.best_step is not None else set()
+        ckpt.prune(run.checkpoints, training.keep_checkpoints, protect)
+
+    if progress.step == 0 and data.validation:
+        # The untrained model's held-out loss: the point every later evaluation is judged against.
+        reporter.report({"type": "eval", "step": 0, "baseline": True,
+                         **evaluate(model, objective, data.validation, budget, device)})
+    status = "succeeded"
+    plans: dict[int, list[list[list[int]]]] = {}
+    model.train()
+    try:
+        while progress.step < total_steps:
+            if should_stop is not None and should_stop():
+                status = "stopped"
+                break
+            if progress.epoch not in plans:
+                plans = {progress.epoch: plan_epoch(lengths, int(training.batch_size), budget,
+                                                    training.seed, progress.epoch)}
+            plan = plans[progress.epoch]
+            started = time.perf_counter()
+            step_examples = [[data.train[i] for i in micro] for micro in plan[progress.step_in_epoch]]
+            metrics = _train_step(model, objective, optimizer, params, training.max_grad_norm,
+                                  step_examples, device)
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                raise TrainingDiverged(
+                    f"loss became {metrics['loss']} (grad norm {metrics['grad_norm']}) at step "
+                    f"{progress.step + 1}", where=str(run.path),
+                    fix="lower training.learning_rate or keep max_grad_norm set; the last good "
+                        "checkpoint is kept")
+            scheduler.step()
+            elapsed = time.perf_counter() - started
+            progress.step += 1
+            progress.step_in_epoch += 1
+            progress.tokens_seen += int(metrics["real_tokens"])
+            reporter.report({"type": "train", "step": progress.step, "epoch": progress.epoch,
+                             "learning_rate": scheduler.get_last_lr()[0],
+                             "tokens_per_second": metrics["real_tokens"] / max(elapsed, 1e-9),
+                             "elapsed": elapsed, **metrics})
+            if progress.step_in_epoch == len(plan):
+                progress.epoch += 1
+                progress.step_in_epoch = 0
+            last = progress.step == total_steps
+            saved = stop_early = False
+            if data.validation and (progress.step % int(training.eval_every) == 0 or last):
+                result = evaluate(model, objective, data.validation, budget, device)
+                improved = progress.best_loss is None or result["loss"] < progress.best_loss
+                if improved:
+                    progress.best_loss, progress.best_step, progress.bad_evals = \
+                        result["loss"], progress.step, 0
+                else:
+                    progress.bad_evals += 1
+                reporter.report({"type": "eval", "step": progress.step, "best": improved, **result})
+                patience = training.early_stopping_patience
+                stop_early = patience is not None and progress.bad_evals >= patience
+                if improved:
+                    save()
+                    saved = True
+            if not saved and (progress.step % int(training.save_every) == 0 or last):
+                save()
+            if stop_early:
+                reporter.report({"type": "event", "step": progress.step,
+                                 "message": f"early stopping: no improvement in {patience} evaluations"})
+                status = "stopped_early"
+                break
+    except TrainingDiverged as exc:
+        run.update_info(status="failed", error=exc.message, finished=time.time())
+        reporter.report({"type": "event", "step": progress.step, "message": exc.message, "level": "error"})
+        reporter.close()
+        raise
+    except BaseException:
+        run.update_info(status="interrupted", finished=time.time())
+        reporter.close()
+        raise
+
+    final_dir = None
+    if status != "stopped":
+        save_final(model, tokenizer, run.path / ".final-tmp")
+        if run.final.exists():
+            shutil.rmtree(run.final)
+        (run.path / ".final-tmp").rename(run.final)
+        final_dir = run.final
+    else:
+        save()
+    best_checkpoint = str(run.checkpoints / ckpt.checkpoint_name(progress.best_step)) \
+        if progress.best_step is not None else None
+    run.update_info(status=status if status != "stopped_early" else "succeeded", steps=progress.step,
+                    best_step=progress.best_step, best_validation_loss=progress.best_loss,
+                    best_checkpoint=best_checkpoint, tokens_seen=progress.tokens_seen,
+                    early_stopped=status == "stopped_early", finished=time.time())
+    reporter.report({"type": "end", "step": progress.step, "status": status,
+                     "final_dir": str(final_dir) if final_dir else None})
+    reporter.close()
+    return TrainResult(run.path, status, progress.step, final_dir, progress.best_step, progress.best_loss)
+
+
+def _train_step(model: torch.nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
+                params: list[torch.nn.Parameter], max_grad_norm: float | None,
+                micro_examples: list[list[Any]], device: torch.device) -> dict[str, float]:
+    """One optimizer step over its micro-batches; the loss is normalised by the units of the
+    whole step, so accumulation over any split gives the same gradient."""
+    batches = [objective.collate(examples) for examples in micro_examples]
+    units = sum(objective.units(b) for b in batches)
+    if units == 0:
+        raise ModelError("a training step holds no trained tokens")
+    totals: dict[str, float] = {}
+    real_tokens = 0
+    for batch in batches:
+        batch = batch.to(device)
+        loss_sum, metrics = objective(model, batch)
+        (loss_sum / units).backward()
+        real_tokens += batch.num_tokens
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf"))
+    grad_norm = float(norm)
+    if math.isfinite(grad_norm) and math.isfinite(totals.get("loss", 0.0)):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    summary = summarise(totals)
+    return {"loss": summary["loss"], "token_accuracy": summary["token_accuracy"], "grad_norm": grad_norm,
+            "trained_tokens": summary["tokens"], "real_tokens": float(real_tokens),
+            "micro_batches": float(len(batches))}

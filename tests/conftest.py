@@ -1,0 +1,76 @@
+"""Shared fixtures: small real models and a tiny random one for mechanics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import tunesmith
+
+ASSETS = Path(tunesmith.__file__).parent / "assets"
+BUNDLED_MODEL = ASSETS / "models" / "tiny-chat"
+STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"
+
+
+@pytest.fixture(scope="session")
+def stories_path() -> Path:
+    if not (STORIES / "config.json").exists():
+        pytest.skip("shared/models/stories260K is not present")
+    return STORIES
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(stories_path: Path) -> Path:
+    """The bundled tiny chat model when built, else the stories260K model."""
+    return BUNDLED_MODEL if (BUNDLED_MODEL / "config.json").exists() else stories_path
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    return ASSETS
+
+
+def make_random_model(folder: Path, tokenizer_from: Path, hidden: int = 32, layers: int = 2) -> Path:
+    """A randomly initialised Llama with a real tokenizer: for mechanics, where weights don't matter."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def random_model_path(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> Path:
+    return make_random_model(tmp_path_factory.mktemp("random-llama"), tiny_model_path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def colour_chats(count: int, seed: int = 0) -> list[dict]:
+    """A learnable chat task: the reply is a fixed function of the question."""
+    import random
+
+    rng = random.Random(seed)
+    colours = ["red", "green", "blue", "yellow", "purple", "orange"]
+    rows = []
+    for _ in range(count):
+        colour = rng.choice(colours)
+        rows.append({"messages": [
+            {"role": "user", "content": f"What colour is the {colour} box?"},
+            {"role": "assistant", "content": f"The box is {colour}. Thank you for asking!"},
+        ]})
+    return rows
