@@ -160,6 +160,11 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
         raise TypeError("train() needs a recipe or resume_dir")
     else:
         run = RunDir.create(recipe)
+        if run.recipe_file.exists():
+            if run.info().get("status") == "succeeded":
+                raise TunesmithError("a finished run already has this name", where=str(run.path),
+                                     fix="choose another output.name, or remove the folder")
+            recipe = run.read_recipe()  # an interrupted named run continues with its own recipe
     torch.manual_seed(recipe.training.seed)
 
     # Pre-flight: every check that can fail does so before the model's weights are loaded.

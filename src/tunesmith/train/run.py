@@ -33,10 +33,15 @@ class RunDir:
     @classmethod
     def create(cls, recipe: Recipe) -> RunDir:
         root = Path(recipe.output.dir)
-        name = recipe.output.name or default_name(recipe)
-        run = cls(root / name)
-        run.path.mkdir(parents=True, exist_ok=True)
-        return run
+        path = root / (recipe.output.name or default_name(recipe))
+        if recipe.output.name is None:
+            # Two unnamed runs started in the same second get distinct folders.
+            base, count = path, 1
+            while path.exists():
+                count += 1
+                path = base.with_name(f"{base.name}-{count}")
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
 
     def exists(self) -> bool:
         return self.info_file.exists()
