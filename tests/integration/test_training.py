@@ -266,3 +266,52 @@ def test_preflight_errors_come_before_compute(random_model_path, colour_data, tm
     with pytest.raises(RecipeError, match="micro_batch_tokens"):
         train(recipe_for(random_model_path, colour_data, tmp_path, "training.micro_batch_tokens=8"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_remote_code_is_refused_unless_allowed(random_model_path, colour_data, tmp_path) -> None:
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    for file in random_model_path.iterdir():
+        (custom / file.name).write_bytes(file.read_bytes())
+    config = json.loads((custom / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
+    (custom / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="trust_remote_code"):
+        train(recipe_for(custom, colour_data, tmp_path))
+
+
+def test_not_enough_disk_is_refused(random_model_path, colour_data, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from tunesmith.errors import TunesmithError
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    with pytest.raises(TunesmithError, match="not enough disk"):
+        train(recipe_for(random_model_path, colour_data, tmp_path))
+
+
+def test_gradient_checkpointing_gives_the_same_curve(random_model_path, colour_data, tmp_path) -> None:
+    curves = []
+    for name, flag in (("plain", "false"), ("ckpt", "true")):
+        result = train(recipe_for(random_model_path, colour_data, tmp_path, f"output.name={name}",
+                                  f"training.gradient_checkpointing={flag}", "adapter.dropout=0",
+                                  "training.epochs=1"))
+        curves.append(losses(result.run_dir))
+    assert curves[0] == pytest.approx(curves[1], abs=1e-5)
+
+
+def test_tensorboard_and_mlflow_receive_metrics(random_model_path, colour_data, tmp_path, monkeypatch) -> None:
+    import types
+
+    logged: list[tuple[dict, int]] = []
+    fake = types.SimpleNamespace(start_run=lambda run_name: None, log_params=lambda params: None,
+                                 log_metrics=lambda metrics, step: logged.append((metrics, step)),
+                                 end_run=lambda: None)
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    pytest.importorskip("tensorboard")
+    result = train(recipe_for(random_model_path, colour_data, tmp_path, "training.report_to=[tensorboard, mlflow]",
+                              "training.epochs=1"))
+    assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    steps = [step for metrics, step in logged if "loss" in metrics]
+    assert steps == list(range(1, result.steps + 1))
+    assert any("eval_loss" in metrics for metrics, _ in logged)

@@ -78,6 +78,22 @@ def _check_causal_lm(folder: Path) -> None:
             fix="tunesmith fine-tunes decoder-only causal LMs (…ForCausalLM)")
 
 
+def check_remote_code(ref: ModelRef, trust_remote_code: bool) -> None:
+    """Refuse, before loading anything, a local model that needs its own Python code."""
+    config = Path(ref.location) / "config.json"
+    if trust_remote_code or not ref.is_local or not config.exists():
+        return
+    try:
+        auto_map = json.loads(config.read_text()).get("auto_map")
+    except (OSError, json.JSONDecodeError):
+        return
+    if auto_map:
+        raise ModelError(
+            f"{ref.name} needs its own Python code to load (trust_remote_code)",
+            where=str(config),
+            fix="review the model's code, then set trust_remote_code: true in the recipe")
+
+
 def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 

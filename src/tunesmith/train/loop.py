@@ -21,7 +21,7 @@ import torch
 from tunesmith.data.pack import pack_indices, plan_epoch
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
 from tunesmith.model.adapters import apply_adapter, load_trainable_state, save_final, trainable_state
-from tunesmith.model.loading import load_model, load_tokenizer, resolve_model
+from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.auto import resolve_auto
@@ -170,6 +170,7 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
     # Pre-flight: every check that can fail does so before the model's weights are loaded.
     device = pick_device(recipe.training.device)
     ref = resolve_model(recipe.base_model, recipe.revision)
+    check_remote_code(ref, recipe.trust_remote_code)
     tokenizer = load_tokenizer(ref, recipe.trust_remote_code)
     data = prepare_data(recipe, tokenizer, recipe.data.max_length)
     resolved, chosen = resolve_auto(recipe, len(data.train), data.longest, device.type == "cuda")
