@@ -15,29 +15,54 @@ from tunesmith.cli import main
 
 def test_help_is_fast_and_lists_commands() -> None:
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "tunesmith", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tunesmith", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for command in ("data", "train", "quickstart", "chat"):
         assert command in out
     # No timing assertion (timings are noisy); heavy libraries must simply not be imported.
-    probe = subprocess.run([sys.executable, "-c", "import sys, tunesmith.cli as c; c.build_parser(); "
-                            "print('torch' in sys.modules, 'transformers' in sys.modules)"],
-                           capture_output=True, text=True, check=True).stdout
-    assert probe.split() == ["False", "False"], f"heavy imports at start-up ({time.perf_counter() - started:.1f}s)"
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tunesmith.cli as c; c.build_parser(); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert probe.split() == ["False", "False"], (
+        f"heavy imports at start-up ({time.perf_counter() - started:.1f}s)"
+    )
 
 
 def test_train_then_resume_then_chat(random_model_path: Path, tmp_path: Path, capsys) -> None:
     train_file = write_jsonl(tmp_path / "train.jsonl", colour_chats(24))
-    args = ["train", "--set", f"base_model={random_model_path}", "--set", f"data.train={train_file}",
-            "--set", f"output.dir={tmp_path}", "--set", "output.name=cli", "--set", "training.epochs=1",
-            "--set", "training.batch_size=4"]
+    args = [
+        "train",
+        "--set",
+        f"base_model={random_model_path}",
+        "--set",
+        f"data.train={train_file}",
+        "--set",
+        f"output.dir={tmp_path}",
+        "--set",
+        "output.name=cli",
+        "--set",
+        "training.epochs=1",
+        "--set",
+        "training.batch_size=4",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "succeeded" in out and "auto: " in out and str(tmp_path / "cli") in out
     assert (tmp_path / "cli" / "final" / "adapter_model.safetensors").exists()
     assert main(args) == 2  # a finished named run is not silently overwritten
     assert "already has this name" in capsys.readouterr().err
-    assert main(["chat", str(tmp_path / "cli"), "-m", "What colour is the red box?", "--max-tokens", "4"]) == 0
+    assert (
+        main(["chat", str(tmp_path / "cli"), "-m", "What colour is the red box?", "--max-tokens", "4"]) == 0
+    )
     out = capsys.readouterr().out
     assert "you>" in out and "model>" in out
 

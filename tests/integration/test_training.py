@@ -26,16 +26,30 @@ from tunesmith.train.run import RunDir
 
 @pytest.fixture
 def colour_data(tmp_path: Path) -> tuple[Path, Path]:
-    return (write_jsonl(tmp_path / "train.jsonl", colour_chats(48, seed=1)),
-            write_jsonl(tmp_path / "validation.jsonl", colour_chats(12, seed=2)))
+    return (
+        write_jsonl(tmp_path / "train.jsonl", colour_chats(48, seed=1)),
+        write_jsonl(tmp_path / "validation.jsonl", colour_chats(12, seed=2)),
+    )
 
 
 def recipe_for(model: Path, data: tuple[Path, Path], out: Path, *overrides: str):
-    return load_recipe(None, [
-        f"base_model={model}", f"data.train={data[0]}", f"data.validation={data[1]}",
-        f"output.dir={out}", "output.name=run", "training.batch_size=8", "training.epochs=2",
-        "training.learning_rate=0.01", "training.eval_every=2", "training.save_every=2",
-        "training.warmup_ratio=0", *overrides])
+    return load_recipe(
+        None,
+        [
+            f"base_model={model}",
+            f"data.train={data[0]}",
+            f"data.validation={data[1]}",
+            f"output.dir={out}",
+            "output.name=run",
+            "training.batch_size=8",
+            "training.epochs=2",
+            "training.learning_rate=0.01",
+            "training.eval_every=2",
+            "training.save_every=2",
+            "training.warmup_ratio=0",
+            *overrides,
+        ],
+    )
 
 
 def losses(run_dir: Path, kind: str = "train") -> list[float]:
@@ -76,8 +90,16 @@ def test_dora_and_full_train(kind, random_model_path, colour_data, tmp_path) -> 
 
 
 def test_full_fine_tuning_keeps_frozen_layers(random_model_path, colour_data, tmp_path) -> None:
-    result = train(recipe_for(random_model_path, colour_data, tmp_path, "adapter.kind=full",
-                              "adapter.freeze_layers=[0]", "training.epochs=1"))
+    result = train(
+        recipe_for(
+            random_model_path,
+            colour_data,
+            tmp_path,
+            "adapter.kind=full",
+            "adapter.freeze_layers=[0]",
+            "training.epochs=1",
+        )
+    )
     before = load_file(random_model_path / "model.safetensors")
     after = load_file(result.final_dir / "model.safetensors")
     layer0 = [n for n in before if n.startswith("model.layers.0.")]
@@ -106,8 +128,9 @@ def test_saved_adapter_loads_with_plain_peft_and_matches(random_model_path, colo
     batch = collate_padded(examples, tokenizer.pad_token_id)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                                             ignore_index=-100)
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100
+    )
     assert abs(float(loss) - final_eval["loss"]) < 1e-4
 
 
@@ -124,11 +147,21 @@ def test_accumulation_split_gives_same_training(random_model_path, tmp_path) -> 
     length = len(renderer.render(TextRecord(rows[0]["text"], None)))  # type: ignore[arg-type]
     curves, weights = [], []
     for name, budget in (("one", 8 * length), ("two", 4 * length)):
-        recipe = load_recipe(None, [
-            f"base_model={random_model_path}", f"data.train={data}", "data.validation_split=0",
-            f"output.dir={tmp_path}", f"output.name={name}", "training.batch_size=8", "training.epochs=1",
-            f"training.micro_batch_tokens={budget}", "training.learning_rate=0.01",
-            "adapter.dropout=0"])  # dropout would draw different masks per split
+        recipe = load_recipe(
+            None,
+            [
+                f"base_model={random_model_path}",
+                f"data.train={data}",
+                "data.validation_split=0",
+                f"output.dir={tmp_path}",
+                f"output.name={name}",
+                "training.batch_size=8",
+                "training.epochs=1",
+                f"training.micro_batch_tokens={budget}",
+                "training.learning_rate=0.01",
+                "adapter.dropout=0",
+            ],
+        )  # dropout would draw different masks per split
         result = train(recipe)
         metrics = [r for r in RunDir(result.run_dir).metrics() if r["type"] == "train"]
         assert {r["micro_batches"] for r in metrics} == ({1.0} if name == "one" else {2.0})
@@ -156,18 +189,29 @@ CHILD = textwrap.dedent("""
 
 
 def test_resume_after_sigkill_reproduces_the_curve(random_model_path, colour_data, tmp_path) -> None:
-    args = [f"base_model={random_model_path}", f"data.train={colour_data[0]}",
-            f"data.validation={colour_data[1]}", "training.batch_size=4", "training.epochs=2",
-            "training.learning_rate=0.01", "training.save_every=3", "training.eval_every=5",
-            "adapter.dropout=0.1", "training.keep_checkpoints=2"]
+    args = [
+        f"base_model={random_model_path}",
+        f"data.train={colour_data[0]}",
+        f"data.validation={colour_data[1]}",
+        "training.batch_size=4",
+        "training.epochs=2",
+        "training.learning_rate=0.01",
+        "training.save_every=3",
+        "training.eval_every=5",
+        "adapter.dropout=0.1",
+        "training.keep_checkpoints=2",
+    ]
     reference = train(load_recipe(None, [*args, f"output.dir={tmp_path}", "output.name=reference"]))
 
     killed_dir = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, *args, f"output.dir={tmp_path}",
-                              "output.name=killed"], env={**os.environ, "PYTHONPATH": os.getcwd()})
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args, f"output.dir={tmp_path}", "output.name=killed"],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     deadline = time.time() + 120
-    while time.time() < deadline and not any(c.step >= 6 for c in ckpt.complete_checkpoints(
-            killed_dir / "checkpoints")):
+    while time.time() < deadline and not any(
+        c.step >= 6 for c in ckpt.complete_checkpoints(killed_dir / "checkpoints")
+    ):
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
     child.wait()
@@ -183,8 +227,11 @@ def test_resume_after_sigkill_reproduces_the_curve(random_model_path, colour_dat
 
 
 def test_truncated_newest_checkpoint_is_skipped(random_model_path, colour_data, tmp_path) -> None:
-    result = train(recipe_for(random_model_path, colour_data, tmp_path, "training.keep_checkpoints=3",
-                              "training.eval_every=100"))
+    result = train(
+        recipe_for(
+            random_model_path, colour_data, tmp_path, "training.keep_checkpoints=3", "training.eval_every=100"
+        )
+    )
     folder = result.run_dir / "checkpoints"
     complete = ckpt.complete_checkpoints(folder)
     assert len(complete) == 3
@@ -206,8 +253,9 @@ def test_prune_keeps_best_and_drops_leftovers(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002", "step-00000004"]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(random_model_path, colour_data, tmp_path,
-                                                      monkeypatch) -> None:
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    random_model_path, colour_data, tmp_path, monkeypatch
+) -> None:
     from tunesmith.train.objectives.sft import SupervisedObjective
 
     original = SupervisedObjective.__call__
@@ -223,8 +271,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(random_model_path, colour
 
     monkeypatch.setattr(SupervisedObjective, "__call__", poisoned)
     with pytest.raises(TrainingDiverged, match="nan"):
-        train(recipe_for(random_model_path, colour_data, tmp_path, "training.save_every=1",
-                         "training.eval_every=100", "data.validation=null", "data.validation_split=0"))
+        train(
+            recipe_for(
+                random_model_path,
+                colour_data,
+                tmp_path,
+                "training.save_every=1",
+                "training.eval_every=100",
+                "data.validation=null",
+                "data.validation_split=0",
+            )
+        )
     run = RunDir(tmp_path / "run")
     assert run.info()["status"] == "failed"
     assert not run.final.exists()
@@ -233,7 +290,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(random_model_path, colour
     assert all(torch.isfinite(t).all() for t in weights.values())
 
 
-def test_early_stopping_keeps_the_best_checkpoint(random_model_path, colour_data, tmp_path, monkeypatch) -> None:
+def test_early_stopping_keeps_the_best_checkpoint(
+    random_model_path, colour_data, tmp_path, monkeypatch
+) -> None:
     import tunesmith.train.loop as loop
 
     fake = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9])
@@ -244,8 +303,17 @@ def test_early_stopping_keeps_the_best_checkpoint(random_model_path, colour_data
         return {**result, "loss": next(fake)}
 
     monkeypatch.setattr(loop, "evaluate", scripted)
-    result = train(recipe_for(random_model_path, colour_data, tmp_path, "training.early_stopping_patience=2",
-                              "training.eval_every=1", "training.keep_checkpoints=1", "training.epochs=3"))
+    result = train(
+        recipe_for(
+            random_model_path,
+            colour_data,
+            tmp_path,
+            "training.early_stopping_patience=2",
+            "training.eval_every=1",
+            "training.keep_checkpoints=1",
+            "training.epochs=3",
+        )
+    )
     assert result.best_step == 2 and result.steps == 4
     assert RunDir(result.run_dir).info()["early_stopped"] is True
     assert 2 in [c.step for c in ckpt.complete_checkpoints(result.run_dir / "checkpoints")]
@@ -261,7 +329,7 @@ def test_preflight_errors_come_before_compute(random_model_path, colour_data, tm
         train(recipe_for(bert, colour_data, tmp_path))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{oops\n')
-    with pytest.raises(DataError, match="bad.jsonl:2"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
         train(recipe_for(random_model_path, (bad, colour_data[1]), tmp_path))
     with pytest.raises(RecipeError, match="micro_batch_tokens"):
         train(recipe_for(random_model_path, colour_data, tmp_path, "training.micro_batch_tokens=8"))
@@ -293,24 +361,44 @@ def test_not_enough_disk_is_refused(random_model_path, colour_data, tmp_path, mo
 def test_gradient_checkpointing_gives_the_same_curve(random_model_path, colour_data, tmp_path) -> None:
     curves = []
     for name, flag in (("plain", "false"), ("ckpt", "true")):
-        result = train(recipe_for(random_model_path, colour_data, tmp_path, f"output.name={name}",
-                                  f"training.gradient_checkpointing={flag}", "adapter.dropout=0",
-                                  "training.epochs=1"))
+        result = train(
+            recipe_for(
+                random_model_path,
+                colour_data,
+                tmp_path,
+                f"output.name={name}",
+                f"training.gradient_checkpointing={flag}",
+                "adapter.dropout=0",
+                "training.epochs=1",
+            )
+        )
         curves.append(losses(result.run_dir))
     assert curves[0] == pytest.approx(curves[1], abs=1e-5)
 
 
-def test_tensorboard_and_mlflow_receive_metrics(random_model_path, colour_data, tmp_path, monkeypatch) -> None:
+def test_tensorboard_and_mlflow_receive_metrics(
+    random_model_path, colour_data, tmp_path, monkeypatch
+) -> None:
     import types
 
     logged: list[tuple[dict, int]] = []
-    fake = types.SimpleNamespace(start_run=lambda run_name: None, log_params=lambda params: None,
-                                 log_metrics=lambda metrics, step: logged.append((metrics, step)),
-                                 end_run=lambda: None)
+    fake = types.SimpleNamespace(
+        start_run=lambda run_name: None,
+        log_params=lambda params: None,
+        log_metrics=lambda metrics, step: logged.append((metrics, step)),
+        end_run=lambda: None,
+    )
     monkeypatch.setitem(sys.modules, "mlflow", fake)
     pytest.importorskip("tensorboard")
-    result = train(recipe_for(random_model_path, colour_data, tmp_path, "training.report_to=[tensorboard, mlflow]",
-                              "training.epochs=1"))
+    result = train(
+        recipe_for(
+            random_model_path,
+            colour_data,
+            tmp_path,
+            "training.report_to=[tensorboard, mlflow]",
+            "training.epochs=1",
+        )
+    )
     assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
     steps = [step for metrics, step in logged if "loss" in metrics]
     assert steps == list(range(1, result.steps + 1))

@@ -12,21 +12,34 @@ from tunesmith.data.load import iter_parsed, load_dataset
 from tunesmith.data.records import ChatRecord, Format, PreferenceRecord, ReinforcementRecord
 from tunesmith.errors import DataError
 
-CHAT = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                     {"role": "assistant", "content": "a"}]}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "a"},
+    ]
+}
 
 
-@pytest.mark.parametrize(("row", "fmt"), [
-    (CHAT, Format.CHAT),
-    ({**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, Format.CHAT),
-    ({"messages": [{"role": "user", "content": "2+2?"}], "answer": "4"}, Format.REINFORCEMENT),
-    ({"input": {"messages": [{"role": "user", "content": "hi"}]},
-      "preferred_output": [{"role": "assistant", "content": "Hello!"}],
-      "non_preferred_output": [{"role": "assistant", "content": "What"}]}, Format.PREFERENCE),
-    ({"prompt": "hi", "chosen": "Hello!", "rejected": "What"}, Format.PREFERENCE),
-    ({"prompt": "Q:", "completion": " A"}, Format.COMPLETION),
-    ({"text": "Some domain document."}, Format.TEXT),
-])
+@pytest.mark.parametrize(
+    ("row", "fmt"),
+    [
+        (CHAT, Format.CHAT),
+        ({**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, Format.CHAT),
+        ({"messages": [{"role": "user", "content": "2+2?"}], "answer": "4"}, Format.REINFORCEMENT),
+        (
+            {
+                "input": {"messages": [{"role": "user", "content": "hi"}]},
+                "preferred_output": [{"role": "assistant", "content": "Hello!"}],
+                "non_preferred_output": [{"role": "assistant", "content": "What"}],
+            },
+            Format.PREFERENCE,
+        ),
+        ({"prompt": "hi", "chosen": "Hello!", "rejected": "What"}, Format.PREFERENCE),
+        ({"prompt": "Q:", "completion": " A"}, Format.COMPLETION),
+        ({"text": "Some domain document."}, Format.TEXT),
+    ],
+)
 def test_detects_and_loads_each_shape(tmp_path: Path, row: dict, fmt: Format) -> None:
     dataset = load_dataset(write_jsonl(tmp_path / "d.jsonl", [row, row]))
     assert dataset.format == fmt
@@ -35,9 +48,11 @@ def test_detects_and_loads_each_shape(tmp_path: Path, row: dict, fmt: Format) ->
 
 
 def test_openai_dpo_and_rft_fields_are_kept(tmp_path: Path) -> None:
-    dpo = {"input": {"messages": [{"role": "user", "content": "hi"}], "tools": []},
-           "preferred_output": [{"role": "assistant", "content": "Hello!"}],
-           "non_preferred_output": [{"role": "assistant", "content": "What"}]}
+    dpo = {
+        "input": {"messages": [{"role": "user", "content": "hi"}], "tools": []},
+        "preferred_output": [{"role": "assistant", "content": "Hello!"}],
+        "non_preferred_output": [{"role": "assistant", "content": "What"}],
+    }
     record = load_dataset(write_jsonl(tmp_path / "dpo.jsonl", [dpo])).records[0]
     assert isinstance(record, PreferenceRecord)
     assert record.chosen[0]["content"] == "Hello!" and record.rejected[0]["content"] == "What"
@@ -47,12 +62,22 @@ def test_openai_dpo_and_rft_fields_are_kept(tmp_path: Path) -> None:
 
 
 def test_content_parts_and_tool_calls(tmp_path: Path) -> None:
-    row = {"messages": [
-        {"role": "user", "content": [{"type": "text", "text": "Weather in "}, {"type": "text", "text": "Oslo?"}]},
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
-                                              "function": {"name": "weather", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "rain"},
-        {"role": "assistant", "content": "It rains."}]}
+    row = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Weather in "}, {"type": "text", "text": "Oslo?"}],
+            },
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "rain"},
+            {"role": "assistant", "content": "It rains."},
+        ]
+    }
     record = load_dataset(write_jsonl(tmp_path / "t.jsonl", [row])).records[0]
     assert isinstance(record, ChatRecord)
     assert record.messages[0]["content"] == "Weather in Oslo?"

@@ -35,8 +35,15 @@ def random_examples(count: int, seed: int = 0, vocab: int = 96) -> list[Rendered
 
 def tiny_llama(attn: str) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    config = LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     config._attn_implementation = attn
     return LlamaForCausalLM(config).eval()
 
@@ -82,13 +89,15 @@ def test_packed_loss_equals_padded_loss(attn: str) -> None:
         packed = collate_packed(examples)
         packed_loss = token_loss(model, packed.input_ids, packed.labels, packed.position_ids)
         padded = collate_padded(examples, pad_id=0)
-        padded_loss = token_loss(model, padded["input_ids"], padded["labels"],
-                                 attention_mask=padded["attention_mask"])
+        padded_loss = token_loss(
+            model, padded["input_ids"], padded["labels"], attention_mask=padded["attention_mask"]
+        )
         # Reference: every example alone, through the model's own forward and loss.
         alone = sum(
-            model(input_ids=torch.tensor([e.input_ids]),
-                  labels=collate_padded([e], 0)["labels"]).loss * (e.trained_tokens - e.loss_mask[0])
-            for e in examples)
+            model(input_ids=torch.tensor([e.input_ids]), labels=collate_padded([e], 0)["labels"]).loss
+            * (e.trained_tokens - e.loss_mask[0])
+            for e in examples
+        )
     assert packed_loss.tokens == padded_loss.tokens == sum(e.trained_tokens for e in examples)
     assert torch.allclose(packed_loss.loss_sum, padded_loss.loss_sum, atol=1e-5, rtol=1e-5)
     assert torch.allclose(packed_loss.loss_sum, alone, atol=1e-4, rtol=1e-5)
@@ -101,10 +110,9 @@ def test_packed_logits_do_not_see_other_examples() -> None:
     with torch.no_grad():
         packed = collate_packed([first, second])
         # transformers only splits a packed row when no KV cache is built: use_cache=False.
-        logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                       use_cache=False).logits
+        logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).logits
         alone = model(input_ids=torch.tensor([second.input_ids])).logits
-    assert torch.allclose(logits[0, len(first):], alone[0], atol=1e-5)
+    assert torch.allclose(logits[0, len(first) :], alone[0], atol=1e-5)
 
 
 def test_chunked_loss_matches_single_chunk_with_gradients() -> None:

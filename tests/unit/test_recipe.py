@@ -14,9 +14,12 @@ from tunesmith.recipe import Recipe, apply_override, build_recipe, load_recipe, 
 def test_yaml_and_overrides_round_trip(tmp_path: Path) -> None:
     (tmp_path / "recipe.yaml").write_text(
         "base_model: org/model\nadapter:\n  kind: dora\n  rank: 8\n"
-        "data:\n  train: data/train.jsonl\ntraining:\n  epochs: 2\n  learning_rate: auto\n")
-    recipe = load_recipe(tmp_path / "recipe.yaml", ["training.epochs=5", "adapter.target_modules=[q_proj, v_proj]",
-                                                    "training.report_to=[tensorboard]"])
+        "data:\n  train: data/train.jsonl\ntraining:\n  epochs: 2\n  learning_rate: auto\n"
+    )
+    recipe = load_recipe(
+        tmp_path / "recipe.yaml",
+        ["training.epochs=5", "adapter.target_modules=[q_proj, v_proj]", "training.report_to=[tensorboard]"],
+    )
     assert recipe.adapter.kind == "dora" and recipe.adapter.rank == 8
     assert recipe.training.epochs == 5  # --set beats YAML
     assert recipe.training.learning_rate == "auto"
@@ -30,14 +33,17 @@ def test_yaml_and_overrides_round_trip(tmp_path: Path) -> None:
     assert build_recipe(written) == recipe
 
 
-@pytest.mark.parametrize(("override", "key", "hint"), [
-    ("training.epochz=3", "training.epochz", "did you mean 'epochs'"),
-    ("adapter.kind=qlora", "adapter.kind", "'lora', 'dora' or 'full'"),
-    ("training.epochs=0", "training.epochs", "greater than 0"),
-    ("training.learning_rate=fast", "training.learning_rate", "'auto'"),
-    ("colour=blue", "colour", "allowed: base_model"),
-    ("data.overlong=wrap", "data.overlong", "'truncate' or 'drop'"),
-])
+@pytest.mark.parametrize(
+    ("override", "key", "hint"),
+    [
+        ("training.epochz=3", "training.epochz", "did you mean 'epochs'"),
+        ("adapter.kind=qlora", "adapter.kind", "'lora', 'dora' or 'full'"),
+        ("training.epochs=0", "training.epochs", "greater than 0"),
+        ("training.learning_rate=fast", "training.learning_rate", "'auto'"),
+        ("colour=blue", "colour", "allowed: base_model"),
+        ("data.overlong=wrap", "data.overlong", "'truncate' or 'drop'"),
+    ],
+)
 def test_bad_keys_and_values_name_the_key(override: str, key: str, hint: str) -> None:
     with pytest.raises(RecipeError) as caught:
         load_recipe(None, [override])

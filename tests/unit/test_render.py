@@ -35,27 +35,34 @@ def trained_runs(tokenizer, example) -> list[str]:
 
 
 def test_chat_trains_on_assistant_turns_only(tokenizer) -> None:
-    record = ChatRecord([
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Where is my order?"},
-        {"role": "assistant", "content": "It ships today."},
-        {"role": "user", "content": "Thanks!"},
-        {"role": "assistant", "content": "Happy to help — Wren"},
-    ], SRC)
+    record = ChatRecord(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Where is my order?"},
+            {"role": "assistant", "content": "It ships today."},
+            {"role": "user", "content": "Thanks!"},
+            {"role": "assistant", "content": "Happy to help — Wren"},
+        ],
+        SRC,
+    )
     example = Renderer(tokenizer).render(record)
     assert trained_runs(tokenizer, example) == ["It ships today.<|im_end|>", "Happy to help — Wren<|im_end|>"]
     assert tokenizer.decode(example.input_ids) == tokenizer.apply_chat_template(
-        record.messages, tokenize=False)
+        record.messages, tokenize=False
+    )
     assert example.loss_mask[0] == 0
 
 
 def test_weight_zero_turn_is_not_trained(tokenizer) -> None:
-    record = ChatRecord([
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Wrong answer", "weight": 0},
-        {"role": "user", "content": "Try again"},
-        {"role": "assistant", "content": "Right answer", "weight": 1},
-    ], SRC)
+    record = ChatRecord(
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Wrong answer", "weight": 0},
+            {"role": "user", "content": "Try again"},
+            {"role": "assistant", "content": "Right answer", "weight": 1},
+        ],
+        SRC,
+    )
     assert trained_runs(tokenizer, Renderer(tokenizer).render(record)) == ["Right answer<|im_end|>"]
 
 
@@ -78,8 +85,12 @@ def test_text_trains_everything_and_learns_eos(tokenizer) -> None:
 
 
 def test_preference_pair_trains_only_the_answers(tokenizer) -> None:
-    record = PreferenceRecord([{"role": "user", "content": "Hi"}], [{"role": "assistant", "content": "Hello!"}],
-                              [{"role": "assistant", "content": "What."}], SRC)
+    record = PreferenceRecord(
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "assistant", "content": "Hello!"}],
+        [{"role": "assistant", "content": "What."}],
+        SRC,
+    )
     chosen, rejected = Renderer(tokenizer).render_pair(record)
     assert trained_runs(tokenizer, chosen) == ["Hello!<|im_end|>"]
     assert trained_runs(tokenizer, rejected) == ["What.<|im_end|>"]
@@ -90,8 +101,10 @@ def test_fallback_template_when_tokenizer_has_none(stories_path) -> None:
     assert not tokenizer.chat_template
     renderer = Renderer(tokenizer)
     assert renderer.used_fallback_template and tokenizer.chat_template == FALLBACK_CHAT_TEMPLATE
-    record = ChatRecord([{"role": "user", "content": "Tell a story"},
-                         {"role": "assistant", "content": "Once upon a time"}], SRC)
+    record = ChatRecord(
+        [{"role": "user", "content": "Tell a story"}, {"role": "assistant", "content": "Once upon a time"}],
+        SRC,
+    )
     example = renderer.render(record)
     assert [t.strip() for t in trained_runs(tokenizer, example)] == ["Once upon a time</s>"]
 
@@ -100,11 +113,15 @@ def test_template_that_drops_the_answer_is_an_error_naming_the_example(tokenizer
     renderer = Renderer(tokenizer)
     tokenizer_template = tokenizer.chat_template
     try:
-        tokenizer.chat_template = ("{% for m in messages %}{% if m.role != 'assistant' %}"
-                                   "{{ m.content }}{% endif %}{% endfor %}")
+        tokenizer.chat_template = (
+            "{% for m in messages %}{% if m.role != 'assistant' %}{{ m.content }}{% endif %}{% endfor %}"
+        )
         with pytest.raises(DataError, match=r"data.jsonl:7.*empty loss mask|empty loss mask"):
-            renderer.render(ChatRecord([{"role": "user", "content": "Hi"},
-                                        {"role": "assistant", "content": "Hello"}], SRC))
+            renderer.render(
+                ChatRecord(
+                    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], SRC
+                )
+            )
     finally:
         tokenizer.chat_template = tokenizer_template
 
@@ -113,19 +130,25 @@ def test_non_prefix_stable_template_is_refused(tokenizer) -> None:
     renderer = Renderer(tokenizer)
     original = tokenizer.chat_template
     try:  # numbers the turns from the end, so earlier turns change when one is added
-        tokenizer.chat_template = ("{% for m in messages %}{{ messages|length - loop.index }}:{{ m.content }}"
-                                   "{% endfor %}{% if add_generation_prompt %}A:{% endif %}")
+        tokenizer.chat_template = (
+            "{% for m in messages %}{{ messages|length - loop.index }}:{{ m.content }}"
+            "{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
+        )
         with pytest.raises(DataError, match="prefix-stable"):
-            renderer.render(ChatRecord([{"role": "user", "content": "Hi"},
-                                        {"role": "assistant", "content": "Hello"}], SRC))
+            renderer.render(
+                ChatRecord(
+                    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], SRC
+                )
+            )
     finally:
         tokenizer.chat_template = original
 
 
 def test_fit_length_truncates_or_drops(tokenizer) -> None:
     renderer = Renderer(tokenizer)
-    long = renderer.render(ChatRecord([{"role": "user", "content": "word " * 50},
-                                       {"role": "assistant", "content": "ok"}], SRC))
+    long = renderer.render(
+        ChatRecord([{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "ok"}], SRC)
+    )
     assert fit_length(long, len(long), "truncate") is long
     assert fit_length(long, 10, "drop") is None
     assert fit_length(long, 10, "truncate") is None  # the answer was cut away entirely
