@@ -102,3 +102,13 @@ def test_load_dataset_error_lists_lines(tmp_path: Path) -> None:
         load_dataset(path)
     text = str(caught.value)
     assert "bad.jsonl:1" in text and "robot" in text and "bad.jsonl:2" in text
+
+
+def test_json_array_file_is_read_as_rows(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([CHAT, {"messages": [{"role": "user", "content": "no answer"}]}]))
+    parsed = list(iter_parsed(path))
+    assert parsed[0].record is not None
+    assert parsed[1].findings[0].code == "no_assistant" and parsed[1].findings[0].where.endswith("data.json:2")

@@ -44,7 +44,9 @@ def read_rows(path: str | Path) -> Iterator[Row]:
         yield from _read_folder(path)
         return
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
+    if suffix == ".json" and _starts_with_array(path):
+        yield from _read_json_array(path)
+    elif suffix in (".jsonl", ".json"):
         yield from _read_jsonl(path)
     elif suffix == ".csv":
         yield from _read_csv(path)
@@ -86,6 +88,27 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
                     "each line must be one complete JSON object"))
                 continue
             yield _object_row(source, data)
+
+
+def _starts_with_array(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(64).lstrip(BOM).lstrip()
+    return head.startswith(b"[")
+
+
+def _read_json_array(path: Path) -> Iterator[Row]:
+    """A .json file holding one array of examples; rows are numbered by array position.
+    (Such a file is loaded whole: JSONL is the format for large data.)"""
+    name = str(path)
+    try:
+        items = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f"{name}:{exc.lineno}:{exc.colno}" if isinstance(exc, json.JSONDecodeError) else name
+        yield Row(Source(name, 1), None, error("invalid_json", f"not valid JSON: {exc}", where,
+                                               "save the file as UTF-8 JSON, or as JSONL"))
+        return
+    for number, data in enumerate(items, start=1):
+        yield _object_row(Source(name, number), data)
 
 
 def _object_row(source: Source, data: Any) -> Row:
