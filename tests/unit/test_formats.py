@@ -111,4 +111,6 @@ def test_json_array_file_is_read_as_rows(tmp_path: Path) -> None:
     path.write_text(json.dumps([CHAT, {"messages": [{"role": "user", "content": "no answer"}]}]))
     parsed = list(iter_parsed(path))
     assert parsed[0].record is not None
-    assert parsed[1].findings[0].code == "no_assistant" and parsed[1].findings[0].where.endswith("data.json:2")
+    assert parsed[1].findings[0].code == "no_assistant" and parsed[1].findings[0].where.endswith(
+        "data.json:2"
+    )
