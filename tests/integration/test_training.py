@@ -403,3 +403,25 @@ def test_tensorboard_and_mlflow_receive_metrics(
     steps = [step for metrics, step in logged if "loss" in metrics]
     assert steps == list(range(1, result.steps + 1))
     assert any("eval_loss" in metrics for metrics, _ in logged)
+
+
+def test_stopped_named_run_resumes_automatically(random_model_path, colour_data, tmp_path) -> None:
+    """A stop request ends at a step boundary with a checkpoint; training the same named
+    recipe again continues from it instead of starting over."""
+    recipe = recipe_for(random_model_path, colour_data, tmp_path, "training.eval_every=100")
+    seen = []
+
+    class Counter:
+        def report(self, record):
+            if record["type"] == "train":
+                seen.append(record["step"])
+
+        def close(self):
+            pass
+
+    stopped = train(recipe, reporters=[Counter()], should_stop=lambda: len(seen) >= 5)
+    assert stopped.status == "stopped" and stopped.steps == 5 and stopped.final_dir is None
+    assert ckpt.latest_checkpoint(stopped.run_dir / "checkpoints").step == 5
+    seen.clear()
+    finished = train(recipe, reporters=[Counter()])
+    assert finished.status == "succeeded" and seen[0] == 6 and finished.steps == 12
