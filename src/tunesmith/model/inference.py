@@ -6,6 +6,7 @@ Shared by `tunesmith chat`, evaluation and the server so all three see the same 
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,19 +75,67 @@ def _generation_kwargs(loaded: LoadedModel, max_new_tokens: int, temperature: fl
     return kwargs
 
 
+class _TextStream:
+    """Receives generated token ids from `generate` and yields text as it becomes whole.
+
+    Written here because byte-level tokenizers split a character such as "—" over several
+    tokens: decoding token by token would emit replacement characters, so the text is
+    decoded in full each time and held back while it ends inside a character.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_length: int):
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.ids: list[int] = []
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.sent = 0
+        self.skipped_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.skipped_prompt:  # generate() first sends the prompt itself
+            self.skipped_prompt = True
+            return
+        self.ids += value.reshape(-1).tolist()
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        if len(text) > self.sent:
+            self.queue.put(text[self.sent :])
+            self.sent = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > self.sent:
+            self.queue.put(text[self.sent :])
+        self.queue.put(None)
+
+    def __iter__(self) -> Iterator[str]:
+        while (piece := self.queue.get()) is not None:
+            yield piece
+
+
 def stream_reply(loaded: LoadedModel, messages: list[Message], max_new_tokens: int = 256,
                  temperature: float = 0.0, top_p: float = 1.0) -> Iterator[str]:
     """Yield the reply's text piece by piece as it is generated."""
-    from transformers import TextIteratorStreamer
-
     ids = torch.tensor([loaded.renderer.prompt_ids(messages)], device=loaded.model.device)
-    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    stream = _TextStream(loaded.tokenizer, ids.shape[1])
     kwargs = _generation_kwargs(loaded, max_new_tokens, temperature, top_p)
-    worker = threading.Thread(target=loaded.model.generate,
-                              kwargs={"input_ids": ids, "streamer": streamer, **kwargs}, daemon=True)
+    failure: list[BaseException] = []
+
+    def generate() -> None:
+        try:
+            loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=stream,
+                                  **kwargs)
+        except BaseException as exc:  # surfaced in the caller's thread below
+            failure.append(exc)
+            stream.end()
+
+    worker = threading.Thread(target=generate, daemon=True)
     worker.start()
-    yield from streamer
+    yield from stream
     worker.join()
+    if failure:
+        raise failure[0]
 
 
 def reply(loaded: LoadedModel, messages: list[Message], **kwargs: Any) -> str:
