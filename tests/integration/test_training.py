@@ -144,7 +144,9 @@ def test_accumulation_split_gives_same_training(random_model_path, tmp_path) -> 
     renderer = Renderer(load_tokenizer(resolve_model(str(random_model_path))))
     from tunesmith.data.records import TextRecord
 
-    length = len(renderer.render(TextRecord(rows[0]["text"], None)))  # type: ignore[arg-type]
+    # Texts tokenize to different lengths: size the budget by the longest so 8 always fit in one
+    # micro-batch and any 4 in half of it.
+    length = max(len(renderer.render(TextRecord(row["text"], None))) for row in rows)  # type: ignore[arg-type]
     curves, weights = [], []
     for name, budget in (("one", 8 * length), ("two", 4 * length)):
         recipe = load_recipe(
@@ -169,7 +171,9 @@ def test_accumulation_split_gives_same_training(random_model_path, tmp_path) -> 
         weights.append(load_file(result.final_dir / "adapter_model.safetensors"))
     assert curves[0] == pytest.approx(curves[1], abs=1e-5)
     for key in weights[0]:
-        assert torch.allclose(weights[0][key], weights[1][key], atol=1e-5)
+        # Float sums in another order, amplified by Adam's normalisation over 4 steps at lr 0.01,
+        # move weights of size ~0.1 by ~1e-5; a wrong normalisation moves them by ~1e-2.
+        assert torch.allclose(weights[0][key], weights[1][key], atol=1e-4)
 
 
 CHILD = textwrap.dedent("""

@@ -8,10 +8,22 @@ one chunk of logits instead of tokens x vocab, nothing is recomputed in the back
 pass and the head costs two matrix products per trained token instead of three.
 Written here rather than taken from a library because it must work on packed rows with
 any Hugging Face causal LM, plain or wrapped by PEFT.
+
+A packed row is also attended to one example at a time where the model uses PyTorch's
+SDPA: instead of one masked attention over the whole row (row length squared, mostly
+masked out), each example gets its own causal attention, the same result for a fraction
+of the work. The row's example bounds travel to the attention layers as `cu_seq_lens_q`
+(transformers' name for packed-sequence bounds), so gradient checkpointing recomputes the
+same way; a small function registered in front of transformers' SDPA on first use acts on
+calls that carry them and hands every other call to transformers unchanged. Models with
+sliding windows, attention soft-capping or other attention variants keep the model's own
+masked attention.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +45,10 @@ def causal_lm(model: torch.nn.Module) -> Any:
     """The underlying transformers causal LM, also when wrapped by PEFT."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
+
+
+TILE_LOGITS = 1 << 23
+"""At most this many logits (32 MiB in float32) are held at once, whatever chunk_tokens allows."""
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -97,18 +113,82 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_correct: Any) -> tuple[Any, ...]:
         grads = [None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads]
-        ctx.grads = None
         return (*grads, None, None, None, None)
+
+
+_model_sdpa: Any = None
+"""transformers' own SDPA attention, which `_packed_sdpa` stands in front of once registered."""
+
+
+def _packed_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                 **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Causal SDPA over each example of a packed row whose bounds come in `cu_seq_lens_q` (the
+    name transformers gives packed-sequence bounds); every other call, and anything unusual,
+    goes unchanged to transformers' SDPA with the mask it was given."""
+    bounds = kwargs.get("cu_seq_lens_q")
+    plain = all(kwargs.get(k) is None for k in ("position_bias", "softcap", "s_aux", "sinks", "cache"))
+    if (bounds is None or not plain or query.shape[0] != 1 or query.shape[2] != key.shape[2]
+            or not getattr(module, "is_causal", True) or getattr(module, "sliding_window", None)):
+        return _model_sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                           **kwargs)
+    cuts = bounds.tolist()
+    gqa = query.shape[1] != key.shape[1]
+    parts = [torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout_p=dropout,
+        scale=scaling, is_causal=True, enable_gqa=gqa) for start, end in itertools.pairwise(cuts)]
+    # [batch, length, heads, dim], as transformers' SDPA returns it
+    return torch.cat([part.transpose(1, 2) for part in parts], dim=1), None
+
+
+def _register_packed_attention() -> None:
+    global _model_sdpa
+    if _model_sdpa is None:
+        from transformers import AttentionInterface
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        _model_sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        AttentionInterface.register("sdpa", _packed_sdpa)
+
+
+def _packed_bounds(config: Any, position_ids: torch.Tensor | None,
+                   attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Example boundaries of a single packed row, when per-example attention gives exactly the
+    model's own result: SDPA, full causal attention in every layer, no padding mask."""
+    if position_ids is None or attention_mask is not None or position_ids.shape[0] != 1:
+        return None
+    if getattr(config, "_attn_implementation", None) != "sdpa" or getattr(config, "sliding_window", None):
+        return None
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    if any(t != "full_attention" for t in layer_types) or getattr(config, "attn_logit_softcapping", None):
+        return None
+    starts = (position_ids[0] == 0).nonzero().flatten()
+    if starts.numel() < 2 or int(starts[0]) != 0:
+        return None
+    end = torch.tensor([position_ids.shape[1]], device=starts.device)
+    return torch.cat([starts, end]).to(torch.int32)
+
+
+def _takes_kwargs(module: torch.nn.Module) -> bool:
+    params = inspect.signature(module.forward).parameters.values()
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    decoder = causal_lm(model).get_decoder()
+    lm = causal_lm(model)
+    decoder = lm.get_decoder()
+    extra: dict[str, Any] = {}
+    bounds = _packed_bounds(lm.config, position_ids, attention_mask)
+    if bounds is not None and _takes_kwargs(decoder):
+        _register_packed_attention()
+        # Passed down to every attention call, also when gradient checkpointing recomputes a layer.
+        extra = {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds}
     # use_cache=False matters: transformers splits a packed row into its examples (from the
     # restarting position ids) only when no KV cache is built; with one, examples would
     # attend to each other silently.
     out = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-                  use_cache=False)
+                  use_cache=False, **extra)
     return out.last_hidden_state
 
 
@@ -126,6 +206,7 @@ def token_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Te
     targets = targets[keep]
     head = causal_lm(model).get_output_embeddings()
     softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
-    loss_sum, correct = _LinearCrossEntropy.apply(selected, head.weight, head.bias, targets, softcap,
-                                                  max(1, chunk_tokens), torch.is_grad_enabled())
+    tile = max(1, min(chunk_tokens, TILE_LOGITS // head.weight.shape[0]))
+    loss_sum, correct = _LinearCrossEntropy.apply(selected, head.weight, head.bias, targets, softcap, tile,
+                                                  torch.is_grad_enabled())
     return TokenLoss(loss_sum, correct, int(targets.numel()))
