@@ -13,6 +13,15 @@ BUNDLED_MODEL = ASSETS / "models" / "tiny-chat"
 STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"
 
 
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own tunesmith home (registry and artifacts), never the user's."""
+    home = tmp_path_factory.mktemp("tunesmith-home")
+    monkeypatch.setenv("TUNESMITH_HOME", str(home))
+    monkeypatch.delenv("TUNESMITH_DATABASE_URL", raising=False)
+    return home
+
+
 @pytest.fixture(scope="session")
 def stories_path() -> Path:
     if not (STORIES / "config.json").exists():

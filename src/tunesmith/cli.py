@@ -21,6 +21,11 @@ COMMAND_MODULES = (
     "tunesmith.commands.train",
     "tunesmith.commands.quickstart",
     "tunesmith.commands.chat",
+    "tunesmith.commands.runs",
+    "tunesmith.commands.models",
+    "tunesmith.commands.datasets",
+    "tunesmith.commands.lineage",
+    "tunesmith.commands.retrain",
 )
 
 

@@ -58,8 +58,19 @@ def test_train_then_resume_then_chat(random_model_path: Path, tmp_path: Path, ca
     out = capsys.readouterr().out
     assert "succeeded" in out and "auto: " in out and str(tmp_path / "cli") in out
     assert (tmp_path / "cli" / "final" / "adapter_model.safetensors").exists()
+    from tunesmith.store import open_registry
+
+    registry = open_registry()  # the test's own TUNESMITH_HOME
+    (job,) = registry.jobs()
+    assert job.status == "succeeded" and job.run_dir == str((tmp_path / "cli").resolve())
+    saved = sorted(p.name for p in (tmp_path / "cli" / "checkpoints").iterdir())
+    assert [Path(c.path).name for c in registry.checkpoints(job.id)][-len(saved):] == saved
+    (model,) = registry.models()
+    assert model.job_id == job.id and model.name in out
     assert main(args) == 2  # a finished named run is not silently overwritten
     assert "already has this name" in capsys.readouterr().err
+    assert registry.job(job.id).status == "succeeded"  # the refused second run left the first alone
+    assert [j.status for j in registry.jobs()] == ["failed", "succeeded"]
     assert (
         main(["chat", str(tmp_path / "cli"), "-m", "What colour is the red box?", "--max-tokens", "4"]) == 0
     )

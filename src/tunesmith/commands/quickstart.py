@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from tunesmith.model.inference import load_trained, reply
     from tunesmith.model.loading import ASSETS
     from tunesmith.recipe import load_recipe
-    from tunesmith.train.loop import train
+    from tunesmith.store import open_registry
+    from tunesmith.store.tracking import train_tracked
     from tunesmith.train.run import RunDir
 
     recipe = load_recipe(ASSETS / "recipes" / "quickstart.yaml",
@@ -50,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     console.rule("[bold]2. fine-tune with LoRA")
     progress = ConsoleProgress(console)
     try:
-        result = train(recipe, reporters=[progress])
+        tracked = train_tracked(open_registry(), recipe, reporters=[progress])
     finally:
         progress.close()
+    result = tracked.result
 
     console.rule("[bold]3. did it help?")
     evals = [r for r in RunDir(result.run_dir).metrics() if r.get("type") == "eval"]
@@ -75,5 +77,7 @@ def run(args: argparse.Namespace) -> int:
                   f"adapter (PEFT)  {result.final_dir}\n"
                   f"metrics         {run_dir / 'metrics.jsonl'}\n"
                   f"recipe          {run_dir / 'recipe.yaml'}\n"
+                  f"registry        {tracked.model.name if tracked.model else 'not recorded'} "
+                  f"(tunesmith models list)\n"
                   f"try it          tunesmith chat {run_dir}", highlight=False)
     return 0

@@ -229,8 +229,9 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
 
     def save() -> None:
         state = {"progress": asdict(progress), "scheduler": scheduler.state_dict()}
-        ckpt.save_checkpoint(run.checkpoints, progress.step, trainable_state(model),
-                             optimizer.state_dict(), state)
+        saved = ckpt.save_checkpoint(run.checkpoints, progress.step, trainable_state(model),
+                                     optimizer.state_dict(), state)
+        reporter.report({"type": "checkpoint", "step": progress.step, "path": str(saved.path)})
         protect = {progress.best_step} if progress.best_step is not None else set()
         ckpt.prune(run.checkpoints, training.keep_checkpoints, protect)
 

@@ -1,7 +1,7 @@
 """One reporter interface for progress: metrics.jsonl always, TensorBoard and MLflow
 when asked, and whatever the CLI or server plugs in (a progress bar, registry events).
 
-Records are plain dicts with a "type": start, train, eval, event or end.
+Records are plain dicts with a "type": start, train, eval, checkpoint, event or end.
 """
 
 from __future__ import annotations

@@ -1,0 +1,153 @@
+"""Run directories <-> registry: start a job for a recipe, and record a finished run
+(run.json, recipe.yaml, metrics.jsonl, checkpoints/, final/) as a job and a model.
+
+Reads the run folder only, never torch, so a run trained elsewhere can be registered
+from its folder alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.store.errors import RegistryError
+from tunesmith.store.registry import Registry
+from tunesmith.store.schema import Job, Model
+
+CHECKPOINT_PREFIX = "step-"
+CHECKPOINT_MARKER = "COMPLETE"
+
+
+def record_datasets(registry: Registry, recipe: dict[str, Any]) -> dict[str, str]:
+    """Dataset versions of data.train and data.validation that exist on disk: role -> id."""
+    data = recipe.get("data") or {}
+    found: dict[str, str] = {}
+    for role in ("train", "validation"):
+        path = data.get(role)
+        if path and Path(path).exists():
+            found[role] = registry.add_dataset(path, data.get("format") or "auto").id
+    return found
+
+
+def start_job(registry: Registry, recipe: Any, parent_model_id: str | None = None,
+              suffix: str | None = None) -> Job:
+    """A job for a recipe about to train: its datasets recorded, then queued.
+
+    `recipe` is a tunesmith.recipe.Recipe or its JSON dict; `suffix` names the model
+    (ft:BASE:SUFFIX:ID), by default the run's output.name.
+    """
+    raw = recipe if isinstance(recipe, dict) else recipe.model_dump(mode="json")
+    output = raw.get("output") or {}
+    run_dir = str(Path(output["dir"], output["name"]).resolve()) if output.get("name") else None
+    job = registry.create_job(raw, status="validating_files", run_dir=run_dir,
+                              suffix=suffix or output.get("name"), parent_model_id=parent_model_id)
+    datasets = record_datasets(registry, raw)
+    return registry.update_job(job.id, status="queued", train_dataset_id=datasets.get("train"),
+                               validation_dataset_id=datasets.get("validation"))
+
+
+def resume_job(registry: Registry, run_dir: str | Path) -> Job:
+    """The job of an interrupted run being resumed (made from the run folder if none is recorded)."""
+    found = registry.job_for_run_dir(run_dir)
+    if found is not None:
+        return registry.update_job(found.id, status="queued", error=None, finished_at=None)
+    job = start_job(registry, read_recipe(Path(run_dir)))
+    return registry.update_job(job.id, run_dir=str(Path(run_dir).resolve()))
+
+
+def read_recipe(run_dir: Path) -> dict[str, Any]:
+    file = run_dir / "recipe.yaml"
+    if not file.exists():
+        raise RegistryError("not a run directory (no recipe.yaml)", where=str(run_dir))
+    return yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    file = run_dir / "metrics.jsonl"
+    if not file.exists():
+        return []
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def summarise_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Final numbers of a run: last train loss, baseline/final/best held-out loss."""
+    train = [r for r in records if r.get("type") == "train"]
+    evals = [r for r in records if r.get("type") == "eval"]
+    baseline = next((r for r in evals if r.get("baseline")), None)
+    later = [r for r in evals if not r.get("baseline")]
+    best = min(later, key=lambda r: r["loss"]) if later else None
+    summary: dict[str, Any] = {
+        "steps": train[-1]["step"] if train else 0,
+        "train_loss": train[-1]["loss"] if train else None,
+        "trained_tokens": int(sum(r.get("trained_tokens", 0) for r in train)),
+        "baseline_validation_loss": baseline["loss"] if baseline else None,
+        "final_validation_loss": later[-1]["loss"] if later else None,
+        "best_validation_loss": best["loss"] if best else None,
+        "best_step": best["step"] if best else None,
+        "final_token_accuracy": later[-1].get("token_accuracy") if later else None,
+    }
+    return summary
+
+
+def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        if path.name.startswith(CHECKPOINT_PREFIX) and (path / CHECKPOINT_MARKER).exists():
+            try:
+                found.append((int(path.name.removeprefix(CHECKPOINT_PREFIX)), path))
+            except ValueError:
+                continue
+    return sorted(found)
+
+
+def model_for_job(registry: Registry, job_id: str) -> Model | None:
+    return next((m for m in registry.models(include_deleted=True) if m.job_id == job_id), None)
+
+
+def register_run(registry: Registry, run_dir: str | Path, *, job_id: str | None = None,
+                 parent_id: str | None = None, suffix: str | None = None) -> Model:
+    """Record a finished run as a job (created or completed) and its model, with lineage.
+
+    Registering the same run again returns the model already recorded.
+    """
+    path = Path(run_dir).resolve()
+    recipe = read_recipe(path)
+    info = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
+    if info.get("status") != "succeeded" or not (path / "final").is_dir():
+        raise RegistryError(f"the run has not finished (status {info.get('status', 'unknown')!r}, "
+                            "no final/ folder)", where=str(path),
+                            fix="finish it with `tunesmith train --resume RUN_DIR` first")
+    records = read_metrics(path)
+    summary = summarise_metrics(records)
+    job = registry.job(job_id) if job_id else registry.job_for_run_dir(path)
+    if job is not None:
+        existing = model_for_job(registry, job.id)
+        if existing is not None:
+            return existing
+    else:
+        job = registry.create_job(recipe, status="queued", run_dir=str(path),
+                                  suffix=(recipe.get("output") or {}).get("name"),
+                                  parent_model_id=parent_id)
+        registry.add_events(job.id, records)
+    datasets = record_datasets(registry, recipe)
+    for step, folder in complete_checkpoints(path):
+        metrics = next((r for r in reversed(records) if r.get("type") in ("eval", "train")
+                        and r.get("step") == step), {})
+        registry.add_checkpoint(job.id, step, str(folder), metrics)
+    job = registry.update_job(  # the run folder's recipe is the resolved one ("auto" filled in)
+        job.id, status="succeeded", error=None, recipe=recipe, run_dir=str(path), steps=summary["steps"],
+        trained_tokens=summary["trained_tokens"], train_dataset_id=datasets.get("train"),
+        validation_dataset_id=datasets.get("validation"),
+        started_at=job.started_at or info.get("started"), finished_at=info.get("finished") or job.finished_at)
+    adapter = (recipe.get("adapter") or {}).get("kind", "lora")
+    return registry.add_model(
+        base_model=recipe.get("base_model", ""), base_revision=recipe.get("revision"), kind=adapter,
+        path=str(path / "final"), recipe=recipe, evaluation=summary, job_id=job.id,
+        parent_id=parent_id or job.parent_model_id, suffix=suffix or job.suffix or path.name,
+        datasets=datasets)
