@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                   f"adapter (PEFT)  {result.final_dir}\n"
                   f"metrics         {run_dir / 'metrics.jsonl'}\n"
                   f"recipe          {run_dir / 'recipe.yaml'}\n"
-                  f"registry        {tracked.model.name if tracked.model else 'not recorded'} "
-                  f"(tunesmith models list)\n"
+                  f"model name      {tracked.model.name if tracked.model else 'not registered'}\n"
+                  f"all models      tunesmith models list\n"
                   f"try it          tunesmith chat {run_dir}", highlight=False)
     return 0
