@@ -483,3 +483,26 @@ def default_graders() -> list[dict[str, Any]]:
              "evaluation_metric": "rouge_l"},
             {"type": "text_similarity", "name": "token_f1", "input": OUTPUT, "reference": REFERENCE,
              "evaluation_metric": "token_f1"}]
+
+
+def build_graders(configs: list[dict[str, Any]], where: str = "evaluation.graders") -> list[Grader]:
+    """Graders of a recipe section; names must be unique (they key the report)."""
+    graders = [build_grader(config, f"{where}[{i}]") for i, config in enumerate(configs)]
+    names = [g.name for g in graders]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        for grader in graders:
+            grader.close()
+        raise RecipeError(f"two graders are named '{duplicate}'", where=where,
+                          fix="give each grader its own 'name'")
+    return graders
+
+
+def check_graders(configs: list[dict[str, Any]], where: str) -> None:
+    """Validate definitions without running anything (a ValueError for pydantic)."""
+    try:
+        for grader in build_graders(configs, where):
+            grader.close()
+    except RecipeError as exc:
+        fix = f"; {exc.fix}" if exc.fix else ""
+        raise ValueError(f"{exc.where}: {exc.message}{fix}") from None

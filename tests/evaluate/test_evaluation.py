@@ -1,0 +1,130 @@
+"""Evaluation end to end on the bundled tiny-chat model and the Brightloom support data:
+the report of a LoRA run shows the tuned model beating the zero-shot base on held-out
+loss; the forgetting probe flags a destructive full fine-tune and not a gentle LoRA run;
+`tunesmith eval` and `tunesmith report` write and show the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tunesmith.cli import main
+from tunesmith.evaluate.runner import evaluate_model
+from tunesmith.recipe import EvaluationConfig, load_recipe
+from tunesmith.store import open_registry
+from tunesmith.store.tracking import train_tracked
+from tunesmith.train.loop import train
+from tunesmith.train.run import RunDir
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+def support(assets_dir: Path, name: str) -> Path:
+    return assets_dir / "data" / "support" / f"{name}.jsonl"
+
+
+def small_support(assets_dir: Path, folder: Path, count: int) -> Path:
+    lines = support(assets_dir, "validation").read_text(encoding="utf-8").splitlines()[:count]
+    return write_jsonl(folder / "heldout.jsonl", [json.loads(line) for line in lines])
+
+
+def recipe(assets_dir: Path, out: Path, name: str, *overrides: str):
+    return load_recipe(assets_dir / "recipes" / "quickstart.yaml", [
+        f"output.dir={out}", f"output.name={name}", "training.epochs=1", "training.eval_every=1000",
+        "training.save_every=1000", *overrides])
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, assets_dir) -> tuple[Path, dict]:
+    """A short LoRA run that evaluates itself at the end (the recipe's evaluation section)."""
+    out = tmp_path_factory.mktemp("eval-runs")
+    heldout = small_support(assets_dir, out, 6)
+    home = out / "home"  # a module fixture runs before the per-test isolated home exists
+    home.mkdir()
+    registry = open_registry(f"sqlite:///{home / 'registry.db'}", home)
+    tracked = train_tracked(registry, recipe(
+        assets_dir, out, "lora", "training.max_steps=12", "evaluation.enabled=true",
+        f"evaluation.data={heldout}", "evaluation.baselines=[base, fewshot, retrieval]",
+        "evaluation.max_new_tokens=12", "evaluation.bootstrap_samples=200",
+        "evaluation.max_train_examples=40",
+        "evaluation.forgetting=tunesmith/general", "evaluation.few_shot_k=2", "evaluation.retrieval_k=2"))
+    assert tracked.result.status == "succeeded"
+    assert tracked.model is not None
+    return tracked.result.run_dir, tracked.model.evaluation
+
+
+def test_lora_report_shows_the_tuned_model_beating_the_base_on_loss(lora_run, assets_dir) -> None:
+    lora_run, model_evaluation = lora_run
+    report = json.loads((lora_run / "report.json").read_text())
+    assert report["systems"] == ["tuned", "base", "fewshot", "retrieval"]
+    tuned, base = report["loss"]["tuned"], report["loss"]["base"]
+    assert tuned["loss"] < base["loss"]
+    assert tuned["high"] < base["low"]  # the intervals do not even overlap
+    assert report["summary"]["tuned_beats_base_loss"] is True
+    versus_base = next(c for c in report["comparisons"] if c["baseline"] == "base" and c["metric"] == "loss")
+    assert versus_base["wins"] == report["examples"] == 6
+    # default graders against the reference reply, for every system, with intervals
+    assert set(report["scores"]) == {"rouge_l", "token_f1"}
+    for by_system in report["scores"].values():
+        assert set(by_system) == set(report["systems"])
+        assert all(0 <= v["low"] <= v["value"] <= v["high"] <= 1 for v in by_system.values())
+    detail = report["examples_detail"]
+    assert len(detail["items"]) == 6
+    assert all(set(i["reply"]) == set(report["systems"]) for i in detail["items"])
+    assert len(detail["worst_by_loss"]) == 5
+    assert len(report["noisy_training_examples"]) == 5
+    noisy = report["noisy_training_examples"]
+    assert Path(noisy[0]["source"].rsplit(":", 1)[0]).resolve() == support(assets_dir, "train")
+    assert noisy[0]["loss"] >= noisy[-1]["loss"]
+    html = (lora_run / "report.html").read_text()
+    assert "<svg" in html and "Forgetting probe" in html and "http" not in html.replace(
+        "http://www.w3.org/2000/svg", "")
+    # the hook recorded the verdict as an event and the registry model carries the summary
+    events = [r for r in RunDir(lora_run).metrics() if r["type"] == "evaluation"]
+    assert events and events[0]["status"] == report["summary"]["status"]
+    assert model_evaluation["report"]["tuned_beats_base_loss"] is True
+
+
+def test_forgetting_flags_a_destructive_run_and_not_a_gentle_one(tmp_path, assets_dir) -> None:
+    heldout = small_support(assets_dir, tmp_path, 4)
+    settings = EvaluationConfig(graders=[], forgetting="tunesmith/general", bootstrap_samples=200,
+                                max_train_examples=None)
+    gentle = train(recipe(assets_dir, tmp_path, "gentle", "training.max_steps=4",
+                          "training.learning_rate=0.0005"))
+    harsh = train(recipe(assets_dir, tmp_path, "harsh", "training.max_steps=8", "adapter.kind=full",
+                         "training.learning_rate=0.01", "training.warmup_ratio=0"))
+    gentle_report, _ = evaluate_model(gentle.run_dir, heldout, settings)
+    harsh_report, _ = evaluate_model(harsh.run_dir, heldout, settings)
+    assert gentle_report["forgetting"]["regressed"] is False
+    assert gentle_report["forgetting"]["change"]["value"] < 0.10
+    assert harsh_report["forgetting"]["regressed"] is True
+    assert harsh_report["forgetting"]["change"]["value"] > 0.10
+    assert harsh_report["summary"]["status"] == "red"
+    base_loss = gentle_report["forgetting"]["base"]["loss"]
+    assert base_loss == pytest.approx(harsh_report["forgetting"]["base"]["loss"])
+
+
+def test_eval_and_report_commands(lora_run, tmp_path, assets_dir, capsys) -> None:
+    lora_run = lora_run[0]
+    heldout = small_support(assets_dir, tmp_path, 3)
+    graders = tmp_path / "graders.yaml"
+    graders.write_text("- type: string_check\n  name: signed\n  input: '{{sample.output_text}}'\n"
+                       "  reference: Wren\n  operation: like\n- type: json_valid\n")
+    out = tmp_path / "eval-out"
+    code = main(["eval", str(lora_run / "final"), "--data", str(heldout), "--baseline", "base",
+                 "--graders", str(graders), "--set", "max_new_tokens=8", "--set", "max_train_examples=5",
+                 "--set", "bootstrap_samples=100", "--out", str(out), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["scores"]) == {"signed", "json_valid"}
+    assert printed["systems"] == ["tuned", "base"]
+    assert printed["scores"]["json_valid"]["tuned"]["errors"] == 3  # replies are prose, not JSON
+    assert (out / "report.json").exists() and (out / "report.html").exists()
+    assert main(["report", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "verdict:" in shown and "report.html" in shown
+    assert main(["report", str(tmp_path)]) == 2  # no report there: an error that says what to run
+    assert "tunesmith eval" in capsys.readouterr().err
