@@ -51,7 +51,7 @@ def resolve_target(ref: str) -> tuple[str, Any]:
 
 def settings_for(target_dir: str, args: argparse.Namespace) -> tuple[Any, Any]:
     """The run's evaluation section (if any) with the command's flags applied on top."""
-    from tunesmith.evaluate.runner import target_of
+    from tunesmith.evaluate.models import target_of
     from tunesmith.recipe import apply_override, build_recipe
 
     target = target_of(target_dir, args.train, args.base)
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report_summary(report: dict[str, Any], path: Path) -> dict[str, Any]:
-    from tunesmith.evaluate.runner import brief
+    from tunesmith.evaluate.report import brief
 
     return {**brief(report), "path": str(path)}
 

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tunesmith.commands.console import console
-    from tunesmith.evaluate.runner import read_report, write_report
+    from tunesmith.evaluate.report import read_report, write_report
     from tunesmith.train.run import RunDir
 
     folder = Path(args.run_dir)

@@ -7,6 +7,8 @@ examples, and than retrieving similar examples into the prompt? And what did it 
     bm25.py         the retrieval baseline's ranking
     examples.py     held-out items: prompt, reference, rendered example; few-shot prompts
     stats.py        seeded bootstrap intervals and win/tie/loss
-    runner.py       evaluate a run or model: losses, generations, grades, forgetting -> report
-    report_html.py  the self-contained report.html
+    models.py       what is evaluated, the base it is compared with, per-example losses
+    forgetting.py   loss (and scores) on a general reference set before and after tuning
+    runner.py       evaluate a run or model: losses, generations, grades, analysis -> report
+    report.py       the verdict, report.json; report_html.py the self-contained report.html
 """

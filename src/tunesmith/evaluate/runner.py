@@ -12,12 +12,9 @@ Every system answers the same items; losses are measured on the same reference t
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,124 +23,25 @@ import numpy as np
 from tunesmith.data.records import ChatRecord, Message, Record
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.evaluate.examples import Item, ShotPicker, load_items, resolve_data, with_shots
+from tunesmith.evaluate.forgetting import forgetting_probe
 from tunesmith.evaluate.graders import Grader, build_graders, default_graders
-from tunesmith.evaluate.stats import compare, mean_interval, ratio_interval, resamples
-from tunesmith.fsutil import atomic_write_text
+from tunesmith.evaluate.models import (
+    Models,
+    Target,
+    example_losses,
+    loss_summary,
+    max_positions,
+    per_token,
+    render_example,
+    target_of,
+)
+from tunesmith.evaluate.report import summarise, write_report
+from tunesmith.evaluate.stats import compare, mean_interval, resamples
 from tunesmith.recipe import EvaluationConfig
 
 REPORT_VERSION = 1
 SYSTEMS = ("tuned", "base", "fewshot", "retrieval")
 Progress = Callable[[str], None]
-
-
-@dataclass(slots=True)
-class Target:
-    """What is evaluated and what it was trained from."""
-
-    model: str  # a run directory, an adapter folder or a model
-    base_model: str
-    run_dir: Path | None = None
-    train_data: str | None = None
-    data_format: str = "auto"
-    max_length: int = 2048
-    loss_on: str = "assistant"
-    chunk_tokens: int = 1024
-    recipe: dict[str, Any] = field(default_factory=dict)
-
-
-def target_of(model: str | Path, train_data: str | None = None, base_model: str | None = None) -> Target:
-    """Read a run directory's recipe (or an adapter's config) to know the base and the data."""
-    path = Path(model)
-    if path.name == "final" and (path.parent / "recipe.yaml").exists():
-        path = path.parent
-    if (path / "recipe.yaml").exists():
-        from tunesmith.train.run import RunDir
-
-        recipe = RunDir(path).read_recipe()
-        return Target(str(path), base_model or recipe.base_model, path, train_data or recipe.data.train,
-                      recipe.data.format, recipe.data.max_length, recipe.data.loss_on,
-                      recipe.training.loss_chunk_tokens, recipe.model_dump(mode="json"))
-    if (path / "adapter_config.json").exists():
-        config = json.loads((path / "adapter_config.json").read_text())
-        return Target(str(path), base_model or config.get("base_model_name_or_path", ""),
-                      train_data=train_data)
-    return Target(str(model), base_model or str(model), train_data=train_data)
-
-
-# --- models ---------------------------------------------------------------------------------
-
-
-class Models:
-    """The tuned model, and the base model it came from: for an adapter, the same weights
-    with the adapter switched off (no second copy in memory); otherwise loaded once."""
-
-    def __init__(self, target: Target, device: str):
-        from tunesmith.model.inference import load_trained
-
-        self.target, self.device = target, device
-        self.tuned = load_trained(target.model, device)
-        self._base: Any = None
-
-    @contextmanager
-    def use(self, system: str) -> Iterator[Any]:
-        if system == "tuned":
-            yield self.tuned
-            return
-        from peft import PeftModel
-
-        if isinstance(self.tuned.model, PeftModel):
-            with self.tuned.model.disable_adapter():
-                yield self.tuned
-            return
-        if self._base is None:
-            from tunesmith.model.inference import load_trained
-
-            self._base = load_trained(self.target.base_model, self.device)
-        yield self._base
-
-
-def _max_positions(loaded: Any, fallback: int) -> int:
-    return int(getattr(loaded.model.config, "max_position_embeddings", None) or fallback)
-
-
-# --- losses ---------------------------------------------------------------------------------
-
-
-def example_losses(loaded: Any, examples: list[Any], chunk_tokens: int,
-                   device: str) -> list[dict[str, float]]:
-    """Summed loss, trained tokens and correct tokens of each example, one at a time, with
-    the training loop's own evaluation (same objective, same masks)."""
-    from tunesmith.train.loop import evaluate, pick_device
-    from tunesmith.train.objectives import make_objective
-
-    objective = make_objective("sft", chunk_tokens)
-    out = []
-    for example in examples:
-        if example is None:
-            out.append({"loss_sum": float("nan"), "tokens": 0.0, "correct": 0.0})
-            continue
-        result = evaluate(loaded.model, objective, [example], len(example), pick_device(device))
-        out.append({"loss_sum": result["loss"] * result["tokens"], "tokens": result["tokens"],
-                    "correct": result["token_accuracy"] * result["tokens"]})
-    return out
-
-
-def _render(renderer: Any, record: Record, max_length: int) -> Any:
-    from tunesmith.data.render import fit_length
-
-    try:
-        return fit_length(renderer.render(record), max_length, "truncate")
-    except DataError:
-        return None
-
-
-def _loss_summary(rows: list[dict[str, float]], indices: np.ndarray, confidence: float) -> dict[str, Any]:
-    """Token-weighted loss over examples (as in training), with its bootstrap interval."""
-    interval = ratio_interval([r["loss_sum"] for r in rows], [r["tokens"] for r in rows], indices, confidence)
-    tokens = sum(r["tokens"] for r in rows)
-    return {"loss": interval.value, "low": interval.low, "high": interval.high,
-            "perplexity": math.exp(min(interval.value, 50.0)),
-            "token_accuracy": sum(r["correct"] for r in rows) / max(tokens, 1.0), "tokens": tokens}
 
 
 # --- the evaluation ---------------------------------------------------------------------------
@@ -165,14 +63,17 @@ class Evaluation:
         self.models = models = Models(self.target, self.device)
         renderer = Renderer(models.tuned.tokenizer, self.target.loss_on)
         baselines = [b for b in SYSTEMS[1:] if b in settings.baselines]
-        train_records = self._train_records(baselines)
+        train_records = self._train_records()
         picker = ShotPicker(train_records, settings.bootstrap_seed) if train_records else None
-        if picker is None or not picker.shots:
+        notes = []
+        if (picker is None or not picker.shots) and set(baselines) - {"base"}:
+            notes.append("few-shot and retrieval baselines skipped: no chat training examples "
+                         "(give the training file with --train)")
             baselines = [b for b in baselines if b == "base"]
         systems = ["tuned", *baselines]
         generating = [i for i in items if i.prompt is not None]
         graders = self._graders(items)
-        limit = min(self.target.max_length, _max_positions(models.tuned, self.target.max_length))
+        limit = min(self.target.max_length, max_positions(models.tuned, self.target.max_length))
         shots = {s: [self._shots(s, i, picker, renderer, limit) for i in items] for s in systems}
 
         indices = resamples(len(items), settings.bootstrap_samples, settings.bootstrap_seed)
@@ -183,8 +84,9 @@ class Evaluation:
         for system in systems:
             with models.use(system) as loaded:
                 self.say(f"{system}: held-out loss on {len(items)} examples")
-                examples = [_render(renderer, self._with_context(i, shots[system][n]), self.target.max_length)
-                            if i.has_loss else None for n, i in enumerate(items)]
+                examples = [render_example(renderer, self._with_context(i, shots[system][n]),
+                                           self.target.max_length) if i.has_loss else None
+                            for n, i in enumerate(items)]
                 losses[system] = example_losses(loaded, examples, self.target.chunk_tokens, self.device)
                 replies[system] = [None] * len(items)
                 if generating and graders:
@@ -196,22 +98,24 @@ class Evaluation:
                     for n, text in zip(positions, texts, strict=True):
                         replies[system][n] = text
             for grader in graders:
-                scores, notes = [], []
+                scores, problems = [], []
                 for n, item in enumerate(items):
                     text = replies[system][n]
                     if text is None:
                         continue
                     result = grader.grade(text, item.grader_item)
                     scores.append(result.score)
-                    notes.append(result.error)
+                    problems.append(result.error)
                 grades[grader.name][system] = scores
-                errors[grader.name][system] = notes
+                errors[grader.name][system] = problems
         for grader in graders:
             grader.close()
 
         report = self._report(items, systems, losses, replies, grades, errors, indices)
+        report["notes"] = notes
         if settings.forgetting:
-            report["forgetting"] = self._forgetting(settings.forgetting)
+            report["forgetting"] = forgetting_probe(models, self.target, settings, settings.forgetting,
+                                                    self._generate, self.say)
         report["noisy_training_examples"] = self._noisy_training(train_records, renderer)
         report["summary"] = summarise(report)
         report["elapsed_seconds"] = round(time.time() - started, 2)
@@ -219,7 +123,7 @@ class Evaluation:
 
     # --- pieces ---------------------------------------------------------------------------
 
-    def _train_records(self, baselines: list[str]) -> list[Record]:
+    def _train_records(self) -> list[Record]:
         path = self.target.train_data
         if not path or not Path(path).exists():
             return []
@@ -243,7 +147,7 @@ class Evaluation:
             if len(renderer.prompt_ids(with_shots(item.prompt or [], shots))) > budget:
                 return True
             # the scored reply must fit whole, or the loss would be measured on fewer tokens
-            full = _render(renderer, self._with_context(item, shots), 10**9) if item.has_loss else None
+            full = render_example(renderer, self._with_context(item, shots), 10**9) if item.has_loss else None
             return full is not None and len(full) > self.target.max_length
 
         while shots and too_long(shots):
@@ -277,7 +181,7 @@ class Evaluation:
         with_loss = [n for n, i in enumerate(items)
                      if i.has_loss and all(losses[system][n]["tokens"] > 0 for system in systems)]
         loss_idx = resamples(len(with_loss), s.bootstrap_samples, s.bootstrap_seed) if with_loss else indices
-        loss = {system: _loss_summary([losses[system][n] for n in with_loss], loss_idx, s.confidence)
+        loss = {system: loss_summary([losses[system][n] for n in with_loss], loss_idx, s.confidence)
                 for system in systems} if with_loss else {}
         graded = [n for n, i in enumerate(items) if i.prompt is not None]
         grade_idx = resamples(len(graded), s.bootstrap_samples, s.bootstrap_seed) if graded else indices
@@ -288,8 +192,8 @@ class Evaluation:
         comparisons = []
         for baseline in systems[1:]:
             if with_loss and loss.get(baseline):
-                per_tuned = [_per_token(losses["tuned"][n]) for n in with_loss]
-                per_base = [_per_token(losses[baseline][n]) for n in with_loss]
+                per_tuned = [per_token(losses["tuned"][n]) for n in with_loss]
+                per_base = [per_token(losses[baseline][n]) for n in with_loss]
                 comparisons.append(compare(baseline, "loss", per_tuned, per_base, loss_idx,
                                            higher_is_better=False, confidence=s.confidence).to_dict())
             for name, by_system in grades.items():
@@ -315,7 +219,7 @@ class Evaluation:
             row: dict[str, Any] = {"index": item.index, "source": item.source,
                                    "question": item.question()[:500],
                                    "reference": (item.reference or "")[:1000]}
-            row["loss"] = {s: _per_token(losses[s][n]) for s in systems if item.has_loss}
+            row["loss"] = {s: per_token(losses[s][n]) for s in systems if item.has_loss}
             row["reply"] = {s: replies[s][n] for s in systems if replies[s][n] is not None}
             if n in graded_pos:
                 k = graded_pos[n]
@@ -330,59 +234,6 @@ class Evaluation:
         return {"items": rows, "worst_by_loss": [r["index"] for r in by_loss[:count]],
                 "worst_by_grade": [r["index"] for r in by_grade[:count]]}
 
-    def _forgetting(self, reference: str) -> dict[str, Any]:
-        from tunesmith.data.render import Renderer
-
-        s = self.settings
-        path = resolve_data(reference)
-        items = load_items(path, "auto", None)
-        self.say(f"forgetting probe: {len(items)} reference examples")
-        renderer = Renderer(self.models.tuned.tokenizer, "assistant")
-        examples = [_render(renderer, i.record, self.target.max_length) if i.has_loss else None
-                    for i in items]
-        rows: dict[str, list[dict[str, float]]] = {}
-        for system in ("base", "tuned"):
-            with self.models.use(system) as loaded:
-                rows[system] = example_losses(loaded, examples, self.target.chunk_tokens, self.device)
-        kept = [n for n in range(len(items)) if rows["base"][n]["tokens"] > 0]
-        if not kept:
-            raise DataError("the forgetting reference set holds nothing to measure a loss on",
-                            where=str(path))
-        indices = resamples(len(kept), s.bootstrap_samples, s.bootstrap_seed)
-        base = _loss_summary([rows["base"][n] for n in kept], indices, s.confidence)
-        tuned = _loss_summary([rows["tuned"][n] for n in kept], indices, s.confidence)
-        num_t = np.array([rows["tuned"][n]["loss_sum"] for n in kept])[indices].sum(axis=1)
-        num_b = np.array([rows["base"][n]["loss_sum"] for n in kept])[indices].sum(axis=1)
-        draws = num_t / np.maximum(num_b, 1e-12) - 1  # same tokens, so the ratio of sums is the loss ratio
-        tail = (1 - s.confidence) / 2 * 100
-        low, high = np.percentile(draws, [tail, 100 - tail])
-        change = tuned["loss"] / base["loss"] - 1
-        result: dict[str, Any] = {
-            "data": reference, "examples": len(kept), "base": base, "tuned": tuned,
-            "change": {"value": change, "low": float(low), "high": float(high)},
-            "threshold": s.forgetting_threshold, "regressed": change > s.forgetting_threshold}
-        if s.forgetting_graders and any(i.prompt is not None for i in items):
-            result["scores"] = self._forgetting_scores(items)
-            result["regressed"] |= any(v["regressed"] for v in result["scores"].values())
-        return result
-
-    def _forgetting_scores(self, items: list[Item]) -> dict[str, Any]:
-        s = self.settings
-        graders = build_graders(s.forgetting_graders or [], "evaluation.forgetting_graders")
-        asked = [i for i in items if i.prompt is not None]
-        means: dict[str, dict[str, float]] = {g.name: {} for g in graders}
-        for system in ("base", "tuned"):
-            with self.models.use(system) as loaded:
-                texts = self._generate(loaded, [i.prompt or [] for i in asked])
-            for grader in graders:
-                values = [grader.grade(t, i.grader_item).score for t, i in zip(texts, asked, strict=True)]
-                means[grader.name][system] = sum(values) / len(values)
-        for grader in graders:
-            grader.close()
-        return {name: {**m, "drop": m["base"] - m["tuned"],
-                       "regressed": m["base"] - m["tuned"] > s.forgetting_threshold}
-                for name, m in means.items()}
-
     def _noisy_training(self, records: list[Record], renderer: Any) -> list[dict[str, Any]]:
         """The training examples the tuned model still fits worst: often mislabelled ones."""
         if not records or self.settings.max_train_examples is None:
@@ -393,16 +244,16 @@ class Evaluation:
         if len(chosen) > self.settings.max_train_examples:
             chosen = sorted(random.Random(self.settings.bootstrap_seed).sample(
                 chosen, self.settings.max_train_examples))
-        examples = [_render(renderer, records[i], self.target.max_length) for i in chosen]
+        examples = [render_example(renderer, records[i], self.target.max_length) for i in chosen]
         self.say(f"scoring {len(chosen)} training examples")
         rows = example_losses(self.models.tuned, examples, self.target.chunk_tokens, self.device)
         ranked = sorted((k for k in range(len(chosen)) if rows[k]["tokens"] > 0),
-                        key=lambda k: -_per_token(rows[k]))
+                        key=lambda k: -per_token(rows[k]))
         out = []
         for k in ranked[: self.settings.worst_examples]:
             record = records[chosen[k]]
             item = _safe_item(chosen[k], record)
-            out.append({"source": str(record.source), "loss": _per_token(rows[k]),
+            out.append({"source": str(record.source), "loss": per_token(rows[k]),
                         "question": item.question()[:500] if item else "",
                         "reference": (item.reference or "")[:1000] if item else ""})
         return out
@@ -417,71 +268,10 @@ def _safe_item(index: int, record: Record) -> Item | None:
         return None
 
 
-def _per_token(row: dict[str, float]) -> float:
-    return row["loss_sum"] / row["tokens"] if row["tokens"] else float("nan")
-
-
 def load_dataset_records(path: str, fmt: str) -> list[Record]:
     from tunesmith.data.load import load_dataset
 
     return load_dataset(path, fmt).records
-
-
-# --- the verdict in words -----------------------------------------------------------------------
-
-
-def summarise(report: dict[str, Any]) -> dict[str, Any]:
-    """Headline lines and a status: red when forgetting regressed or the tuned model is worse
-    than the base on held-out loss, amber when a baseline does as well, green otherwise."""
-    lines, status = [], "green"
-    loss = report.get("loss") or {}
-    tuned_loss = loss.get("tuned", {}).get("loss")
-    base_loss = loss.get("base", {}).get("loss")
-    beats_base = None
-    if tuned_loss is not None and base_loss is not None:
-        beats_base = tuned_loss < base_loss
-        lines.append(f"held-out loss: tuned {tuned_loss:.3f} vs base {base_loss:.3f}")
-        if not beats_base:
-            status = "red"
-    for comparison in report.get("comparisons", []):
-        verdict = comparison["verdict"]
-        lines.append(f"vs {comparison['baseline']} on {comparison['metric']}: {verdict} "
-                     f"(win/tie/loss {comparison['wins']}/{comparison['ties']}/{comparison['losses']})")
-        if verdict != "better" and status == "green":
-            status = "amber"
-        if verdict == "worse" and comparison["baseline"] == "base":
-            status = "red"
-    forgetting = report.get("forgetting")
-    if forgetting:
-        change = forgetting["change"]["value"]
-        word = "REGRESSED" if forgetting["regressed"] else "ok"
-        lines.append(f"forgetting: reference loss {change:+.1%} "
-                     f"(threshold {forgetting['threshold']:.0%}): {word}")
-        if forgetting["regressed"]:
-            status = "red"
-    return {"status": status, "tuned_beats_base_loss": beats_base, "tuned_loss": tuned_loss,
-            "base_loss": base_loss,
-            "forgetting": None if not forgetting else ("regressed" if forgetting["regressed"] else "ok"),
-            "lines": lines}
-
-
-# --- writing ----------------------------------------------------------------------------------
-
-
-def write_report(report: dict[str, Any], folder: Path, metrics: list[dict[str, Any]] | None = None) -> Path:
-    """report.json and the self-contained report.html, each written atomically."""
-    from tunesmith.evaluate.report_html import render_html
-
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "report.json", json.dumps(report, indent=1, default=_jsonable))
-    atomic_write_text(folder / "report.html", render_html(report, metrics or []))
-    return folder / "report.json"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return None if not math.isfinite(float(value)) else float(value)
-    return str(value)
 
 
 def evaluate_model(model: str | Path, heldout: str | Path, settings: EvaluationConfig, *,
@@ -520,21 +310,3 @@ def evaluate_after_training(run_dir: Path, report: Callable[[dict[str, Any]], No
     report({"type": "evaluation", "report": str(path), **result["summary"]})
 
 
-def read_report(folder: Path) -> dict[str, Any]:
-    path = folder / "report.json"
-    if not path.exists():
-        raise TunesmithError("no report.json in this folder", where=str(folder),
-                             fix=f"run `tunesmith eval {folder} --data HELDOUT.jsonl` first")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TunesmithError(f"report.json is not valid JSON: {exc}", where=str(path)) from None
-
-
-def brief(report: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers a model's registry entry keeps from its report."""
-    return {**report.get("summary", {}),
-            "scores": {name: {s: v.get("value") for s, v in by.items()}
-                       for name, by in (report.get("scores") or {}).items()},
-            "examples": report.get("examples"), "data": report.get("data"),
-            "forgetting_change": (report.get("forgetting") or {}).get("change", {}).get("value")}
