@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.conftest import colour_chats, write_jsonl
 from tunesmith.cli import main
 from tunesmith.evaluate.runner import evaluate_model
 from tunesmith.recipe import EvaluationConfig, load_recipe
@@ -128,3 +128,38 @@ def test_eval_and_report_commands(lora_run, tmp_path, assets_dir, capsys) -> Non
     assert "verdict:" in shown and "report.html" in shown
     assert main(["report", str(tmp_path)]) == 2  # no report there: an error that says what to run
     assert "tunesmith eval" in capsys.readouterr().err
+
+
+def test_a_failed_evaluation_keeps_the_trained_model(random_model_path, tmp_path) -> None:
+    rows = colour_chats(16, seed=1)
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    result = train(load_recipe(None, [
+        f"base_model={random_model_path}", f"data.train={train_file}", f"data.validation={train_file}",
+        f"output.dir={tmp_path}", "output.name=run", "training.max_steps=2", "training.batch_size=8",
+        "evaluation.enabled=true", f"evaluation.data={tmp_path / 'missing.jsonl'}"]))
+    assert result.status == "succeeded" and result.final_dir is not None
+    warnings = [r for r in RunDir(result.run_dir).metrics() if r.get("level") == "warning"]
+    assert warnings and "evaluation failed" in warnings[0]["message"]
+    assert "missing.jsonl" in warnings[0]["message"]
+    assert not (result.run_dir / "report.json").exists()
+
+
+def test_classification_items_graded_by_label_without_a_loss(tmp_path, assets_dir) -> None:
+    """Reinforcement-format rows (a prompt and a category) get graded replies and no loss."""
+    lines = (assets_dir / "data" / "ticket_triage" / "validation.jsonl").read_text().splitlines()[:4]
+    heldout = write_jsonl(tmp_path / "triage.jsonl", [json.loads(line) for line in lines])
+    labels = ["shipping", "billing", "account", "product", "returns"]
+    settings = EvaluationConfig(max_new_tokens=8, bootstrap_samples=50, max_train_examples=None, graders=[
+        {"type": "label", "name": "accuracy", "field": "category", "reference": "{{item.category}}",
+         "labels": labels},
+        {"type": "json_schema", "name": "format", "schema": {
+            "type": "object", "required": ["category"], "properties": {"category": {"enum": labels}}}}])
+    report, path = evaluate_model("tunesmith/tiny-chat", heldout, settings, out_dir=tmp_path / "out")
+    assert report["loss"] == {}
+    assert set(report["scores"]) == {"accuracy", "format"}
+    for item in report["examples_detail"]["items"]:
+        assert set(item["scores"]) == {"accuracy", "format"}
+        assert item["reference"] == ""
+    # the untuned tiny model does not answer in JSON: every grade is 0 with the reason recorded
+    assert report["scores"]["accuracy"]["tuned"]["errors"] == 4
+    assert path == tmp_path / "out" / "report.json"
