@@ -163,3 +163,19 @@ def test_classification_items_graded_by_label_without_a_loss(tmp_path, assets_di
     # the untuned tiny model does not answer in JSON: every grade is 0 with the reason recorded
     assert report["scores"]["accuracy"]["tuned"]["errors"] == 4
     assert path == tmp_path / "out" / "report.json"
+
+
+def test_forgetting_graders_on_a_chat_reference_set(lora_run, tmp_path, assets_dir) -> None:
+    reference = small_support(assets_dir, tmp_path, 3)
+    heldout = write_jsonl(tmp_path / "one.jsonl", [json.loads(reference.read_text().splitlines()[0])])
+    signed = {"type": "contains", "name": "signed", "reference": "Wren"}
+    settings = EvaluationConfig(graders=[], forgetting=str(reference), max_new_tokens=24,
+                                bootstrap_samples=50, max_train_examples=None, forgetting_threshold=0.5,
+                                forgetting_graders=[signed])
+    report, _ = evaluate_model(lora_run[0], heldout, settings, out_dir=tmp_path / "out")
+    scores = report["forgetting"]["scores"]["signed"]
+    assert set(scores) == {"base", "tuned", "drop", "regressed"}
+    assert scores["drop"] == pytest.approx(scores["base"] - scores["tuned"])
+    assert scores["regressed"] is (scores["drop"] > 0.5)
+    loss_regressed = report["forgetting"]["change"]["value"] > 0.5
+    assert report["forgetting"]["regressed"] is (scores["regressed"] or loss_regressed)

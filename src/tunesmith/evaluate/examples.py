@@ -29,7 +29,7 @@ def resolve_data(path: str) -> Path:
     """A data path, or the name of a bundled set such as tunesmith/general."""
     if path in BUNDLED_DATA:
         return BUNDLED_DATA[path]
-    found = Path(path).expanduser()
+    found = Path(path).expanduser().resolve()
     if not found.exists():
         raise DataError(f"file not found: {path}",
                         fix=f"give a JSONL/CSV/Parquet file, or one of: {', '.join(BUNDLED_DATA)}")

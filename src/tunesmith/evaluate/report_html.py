@@ -120,6 +120,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _source(source: str) -> str:
+    """file.jsonl:LINE for the tables (report.json keeps the full path)."""
+    path, _, line = source.rpartition(":")
+    return f"{path.rsplit('/', 1)[-1]}:{line}" if path else source
+
+
 def _td(value: Any, numeric: bool = False) -> str:
     if numeric:
         return f"<td class='n'>{_num(value)}</td>"
@@ -194,7 +200,7 @@ def render_html(report: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
             continue
         out.append(f"<h2>{title}</h2>")
         out.append(_table(["source", "question", "reference", "tuned reply", "loss tuned / base", "scores"],
-                          [[_td(r["source"]), _td(r["question"]), _td(r["reference"]),
+                          [[_td(_source(r["source"])), _td(r["question"]), _td(r["reference"]),
                             _td((r.get("reply") or {}).get("tuned", "")),
                             _td(f"{_num(r['loss'].get('tuned'))} / {_num(r['loss'].get('base'))}"
                                 if r.get("loss") else ""),
@@ -205,8 +211,8 @@ def render_html(report: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
     if noisy:
         out.append("<h2>Training examples the tuned model fits worst (check their labels)</h2>")
         out.append(_table(["source", "final loss", "question", "reference"],
-                          [[_td(r["source"]), _td(r["loss"], True), _td(r["question"]), _td(r["reference"])]
-                           for r in noisy]))
+                          [[_td(_source(r["source"])), _td(r["loss"], True), _td(r["question"]),
+                            _td(r["reference"])] for r in noisy]))
     out.append(f"<p class='muted'>tunesmith report v{report.get('version')}, "
                f"{escape(str(report.get('created')))};"
                f" bootstrap {report.get('settings', {}).get('bootstrap_samples')} samples, seed "
