@@ -179,3 +179,23 @@ def test_forgetting_graders_on_a_chat_reference_set(lora_run, tmp_path, assets_d
     assert scores["regressed"] is (scores["drop"] > 0.5)
     loss_regressed = report["forgetting"]["change"]["value"] > 0.5
     assert report["forgetting"]["regressed"] is (scores["regressed"] or loss_regressed)
+
+
+def test_eval_of_a_registered_model_records_the_verdict(lora_run, tmp_path, assets_dir, capsys) -> None:
+    from tunesmith.store.runs import register_run
+
+    registry = open_registry()  # this test's own isolated home
+    model = register_run(registry, lora_run[0])
+    assert model.evaluation["report"]["tuned_beats_base_loss"] is True  # from the run's report.json
+    heldout = small_support(assets_dir, tmp_path, 2)
+    code = main(["eval", model.name, "--data", str(heldout), "--set", "graders=[]",
+                 "--set", "max_train_examples=", "--out", str(tmp_path / "out"), "--check"])
+    assert code in (0, 1)
+    recorded = registry.model(model.id).evaluation["report"]
+    assert recorded["path"] == str(tmp_path / "out" / "report.json")
+    # the other settings come from the run's recipe: its baselines and its forgetting probe
+    assert recorded["examples"] == 2 and recorded["forgetting"] in ("ok", "regressed")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["systems"] == ["tuned", "base", "fewshot", "retrieval"] and report["scores"] == {}
+    assert code == (1 if recorded["status"] == "red" else 0)
+    assert "verdict:" in capsys.readouterr().out

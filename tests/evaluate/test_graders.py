@@ -169,6 +169,7 @@ def test_bad_definitions_name_the_key() -> None:
         ({"type": "weighted", "graders": {"a": {"type": "json_valid", "oops": 1}}}, "grader.graders.a.oops"),
         ({"type": "python", "source": "def other(): pass"}, "grader"),
         ({"type": "python", "source": "def grade(:"}, "grader"),
+        ({"type": "python", "source": "def grade(s, i):\n    return 1", "timeout": "soon"}, "grader"),
     ]
     for config, where in cases:
         with pytest.raises(RecipeError) as info:

@@ -288,7 +288,9 @@ class Python(Grader):
             raise ValueError(f"source is not valid Python (line {exc.lineno}): {exc.msg}") from None
         if not any(isinstance(n, ast.FunctionDef) and n.name == "grade" for n in tree.body):
             raise ValueError("source must define grade(sample, item)")
-        self.process = PythonGraderProcess(source, timeout)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+            raise ValueError(f"timeout must be a number of seconds between 0 and 3600 (got {timeout!r})")
+        self.process = PythonGraderProcess(source, float(timeout))
 
     def grade(self, sample_text: str, item: dict[str, Any]) -> Grade:
         sample = sample_namespace(sample_text)
