@@ -81,35 +81,37 @@ class Evaluation:
         replies: dict[str, list[str | None]] = {}
         grades: dict[str, dict[str, list[float]]] = {g.name: {} for g in graders}
         errors: dict[str, dict[str, list[str | None]]] = {g.name: {} for g in graders}
-        for system in systems:
-            with models.use(system) as loaded:
-                self.say(f"{system}: held-out loss on {len(items)} examples")
-                examples = [render_example(renderer, self._with_context(i, shots[system][n]),
-                                           self.target.max_length) if i.has_loss else None
-                            for n, i in enumerate(items)]
-                losses[system] = example_losses(loaded, examples, self.target.chunk_tokens, self.device)
-                replies[system] = [None] * len(items)
-                if generating and graders:
-                    self.say(f"{system}: generating {len(generating)} replies")
-                    prompts = [with_shots(i.prompt or [], shots[system][i_pos])
-                               for i_pos, i in enumerate(items) if i.prompt is not None]
-                    texts = self._generate(loaded, prompts)
-                    positions = [n for n, i in enumerate(items) if i.prompt is not None]
-                    for n, text in zip(positions, texts, strict=True):
-                        replies[system][n] = text
+        try:
+            for system in systems:
+                with models.use(system) as loaded:
+                    self.say(f"{system}: held-out loss on {len(items)} examples")
+                    examples = [render_example(renderer, self._with_context(i, shots[system][n]),
+                                               self.target.max_length) if i.has_loss else None
+                                for n, i in enumerate(items)]
+                    losses[system] = example_losses(loaded, examples, self.target.chunk_tokens, self.device)
+                    replies[system] = [None] * len(items)
+                    if generating and graders:
+                        self.say(f"{system}: generating {len(generating)} replies")
+                        prompts = [with_shots(i.prompt or [], shots[system][i_pos])
+                                   for i_pos, i in enumerate(items) if i.prompt is not None]
+                        texts = self._generate(loaded, prompts)
+                        positions = [n for n, i in enumerate(items) if i.prompt is not None]
+                        for n, text in zip(positions, texts, strict=True):
+                            replies[system][n] = text
+                for grader in graders:
+                    scores, problems = [], []
+                    for n, item in enumerate(items):
+                        text = replies[system][n]
+                        if text is None:
+                            continue
+                        result = grader.grade(text, item.grader_item)
+                        scores.append(result.score)
+                        problems.append(result.error)
+                    grades[grader.name][system] = scores
+                    errors[grader.name][system] = problems
+        finally:  # python graders hold a child process each
             for grader in graders:
-                scores, problems = [], []
-                for n, item in enumerate(items):
-                    text = replies[system][n]
-                    if text is None:
-                        continue
-                    result = grader.grade(text, item.grader_item)
-                    scores.append(result.score)
-                    problems.append(result.error)
-                grades[grader.name][system] = scores
-                errors[grader.name][system] = problems
-        for grader in graders:
-            grader.close()
+                grader.close()
 
         report = self._report(items, systems, losses, replies, grades, errors, indices)
         report["notes"] = notes
