@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "tunesmith.commands.train",
     "tunesmith.commands.quickstart",
     "tunesmith.commands.chat",
+    "tunesmith.commands.evaluate",
+    "tunesmith.commands.report",
     "tunesmith.commands.runs",
     "tunesmith.commands.models",
     "tunesmith.commands.datasets",

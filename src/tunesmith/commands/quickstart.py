@@ -65,12 +65,23 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]base:[/]  {reply(base, question, max_new_tokens=80).strip()}", highlight=False)
     console.print(f"[bold]tuned:[/] {reply(tuned, question, max_new_tokens=80).strip()}", highlight=False)
 
+    report_file = result.run_dir / "report.json"
+    if report_file.exists():
+        import json
+
+        summary = json.loads(report_file.read_text(encoding="utf-8"))["summary"]
+        colour = {"green": "green", "amber": "yellow", "red": "red"}.get(summary["status"], "white")
+        console.print(f"\n[bold]verdict: [{colour}]{summary['status']}[/][/]", highlight=False)
+        for line in summary["lines"]:
+            console.print(f"  {line}", highlight=False)
+
     console.rule("[bold]where everything is")
     run_dir = result.run_dir
     console.print(f"run directory   {run_dir}\n"
                   f"adapter (PEFT)  {result.final_dir}\n"
                   f"metrics         {run_dir / 'metrics.jsonl'}\n"
                   f"recipe          {run_dir / 'recipe.yaml'}\n"
+                  f"report          {run_dir / 'report.html'} (tunesmith report {run_dir} --open)\n"
                   f"model name      {tracked.model.name if tracked.model else 'not registered'}\n"
                   f"all models      tunesmith models list\n"
                   f"try it          tunesmith chat {run_dir}", highlight=False)
