@@ -216,3 +216,18 @@ def test_cli_lists_the_library_formats() -> None:
 
     assert command.FORMATS == FORMATS
     assert set(command.DTYPE_CHOICES) == {d for dtypes in DTYPES.values() for d in dtypes}
+
+
+def test_full_fine_tune_exports_without_an_adapter(random_model_path, tmp_path) -> None:
+    """A fully fine-tuned model has no adapter to merge: merged and GGUF export its weights."""
+    from tunesmith.train.loop import train
+
+    data = (write_jsonl(tmp_path / "t.jsonl", colour_chats(8, seed=3)),
+            write_jsonl(tmp_path / "v.jsonl", colour_chats(2, seed=4)))
+    run = train(recipe_for(random_model_path, data, tmp_path / "runs", "adapter.kind=full",
+                           "training.epochs=1")).run_dir
+    with pytest.raises(ExportError, match="no adapter"):
+        export_model(str(run), "adapter", tmp_path / "a")
+    result = export_model(str(run), "gguf", tmp_path / "g", dtype="f32")
+    assert all(c.passed for c in result.parity)
+    assert "full" in (result.out / "README.md").read_text()
