@@ -181,6 +181,17 @@ def test_corrupted_gguf_fails_parity(run_dir, gguf_f16_export, tmp_path) -> None
         verify_export(str(run_dir), out)
 
 
+def test_a_modelfile_that_prompts_differently_fails_verify(run_dir, gguf_f16_export, tmp_path) -> None:
+    out = tmp_path / "gguf"
+    shutil.copytree(gguf_f16_export.out, out)
+    modelfile = out / "Modelfile"
+    text = modelfile.read_text()
+    assert "<|im_end|>\n{{ end }}" in text
+    modelfile.write_text(text.replace("<|im_end|>\n{{ end }}", "<|im_end|>{{ end }}"))
+    with pytest.raises(ParityError, match="TEMPLATE renders a different prompt"):
+        verify_export(str(run_dir), out)
+
+
 def test_adapter_export_and_overwrite_rules(run_dir, tmp_path) -> None:
     out = tmp_path / "adapter"
     assert main(["export", str(run_dir), "--format", "adapter", "--out", str(out)]) == 0

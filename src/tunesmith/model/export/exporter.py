@@ -93,9 +93,11 @@ def verify_export(ref: str, out: Path, progress: Progress | None = None) -> list
     loaded = _load(source)
     prompts = parity.sample_prompts(loaded.tokenizer)
     reference = parity.reference_outputs(loaded.model, prompts, loaded.tokenizer.eos_token_id)
+    tokenizer = loaded.tokenizer
     del loaded
     say(f"checking {manifest['format']} export in {out}")
-    comparisons = [_check_folder(manifest["format"], manifest["dtype"], Path(out), reference, prompts)]
+    comparisons = [_check_folder(manifest["format"], manifest["dtype"], Path(out), reference, prompts,
+                                 tokenizer)]
     parity.check(comparisons)
     return comparisons
 
@@ -149,11 +151,11 @@ def _write(fmt: str, dtype: str, source: ExportSource, loaded: Any, staging: Pat
     write_modelfile(loaded.tokenizer, staging / "Modelfile", gguf_file.name)
     del merged, loaded.model
     say("checking parity")
-    return [in_memory, _check_folder("gguf", dtype, staging, reference, prompts)]
+    return [in_memory, _check_folder("gguf", dtype, staging, reference, prompts, loaded.tokenizer)]
 
 
 def _check_folder(fmt: str, dtype: str, folder: Path, reference: parity.Reference,
-                  prompts: list[list[int]]) -> parity.Comparison:
+                  prompts: list[list[int]], trained_tokenizer: Any = None) -> parity.Comparison:
     """Load the export the way its users will, and compare it with the reference."""
     import torch
 
@@ -179,6 +181,10 @@ def _check_folder(fmt: str, dtype: str, folder: Path, reference: parity.Referenc
         if tokenizer(text, add_special_tokens=False)["input_ids"] != prompt:
             result.notes.append("the GGUF file's tokenizer splits the sample prompts differently")
             break
+    if trained_tokenizer is not None:
+        from tunesmith.model.export.ollama import check_modelfile
+
+        result.notes += check_modelfile(trained_tokenizer, folder / "Modelfile")
     return result
 
 

@@ -94,3 +94,20 @@ def modelfile(tokenizer: Any, gguf_name: str) -> str:
 
 def write_modelfile(tokenizer: Any, path: Path, gguf_name: str) -> None:
     atomic_write_text(path, modelfile(tokenizer, gguf_name))
+
+
+def check_modelfile(tokenizer: Any, path: Path) -> list[str]:
+    """Problems with a written Modelfile: its TEMPLATE must render the sample conversations
+    exactly as the chat template does (empty list when it does)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if 'TEMPLATE """' not in text:
+        return [f"{path.name} is missing or has no TEMPLATE"]
+    template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    for probe in PROBES:
+        try:
+            rendered = go_prompt(template, probe)
+        except gotemplate.GoTemplateError as exc:
+            return [f"{path.name} TEMPLATE cannot be rendered: {exc}"]
+        if rendered != jinja_prompt(tokenizer, probe):
+            return [f"{path.name} TEMPLATE renders a different prompt than the chat template"]
+    return []
