@@ -186,8 +186,10 @@ def _pre_tokenizer_name(pre: dict[str, Any]) -> str:
     parts = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
     if (len(parts) == 2 and parts[0].get("type") == "Split" and parts[1].get("type") == "ByteLevel"
             and not parts[1].get("use_regex", True)):
-        from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
-
+        try:  # the splits transformers' GGUF loader knows by name, so the parity check can rebuild them
+            from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+        except ImportError:
+            GGUF_PRE_TOKENIZER_SPLITS = {}
         regex = (parts[0].get("pattern") or {}).get("Regex")
         preferred = ("llama-bpe", "qwen2", "gpt-4o", "tekken")
         for name in (*preferred, *GGUF_PRE_TOKENIZER_SPLITS):
