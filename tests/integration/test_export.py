@@ -242,3 +242,18 @@ def test_full_fine_tune_exports_without_an_adapter(random_model_path, tmp_path) 
     result = export_model(str(run), "gguf", tmp_path / "g", dtype="f32")
     assert all(c.passed for c in result.parity)
     assert "full" in (result.out / "README.md").read_text()
+
+
+def test_a_run_on_a_gguf_base_merges_into_plain_weights(tiny_model_path, tmp_path) -> None:
+    """Base model folder -> GGUF (tunesmith's own writer) -> LoRA run on that file -> merged folder
+    with no quantization_config left over from loading the GGUF."""
+    from tunesmith.train.loop import train
+
+    base = export_model(str(tiny_model_path), "gguf", tmp_path / "base", dtype="f32")
+    data = (write_jsonl(tmp_path / "t.jsonl", colour_chats(8, seed=5)),
+            write_jsonl(tmp_path / "v.jsonl", colour_chats(2, seed=6)))
+    run = train(recipe_for(base.out / "model-f32.gguf", data, tmp_path / "runs", "training.epochs=1")).run_dir
+    merged = export_model(str(run), "merged", tmp_path / "merged")
+    assert merged.dtype == "f32" and all(c.passed for c in merged.parity)
+    config = json.loads((merged.out / "config.json").read_text())
+    assert "quantization_config" not in config and config["architectures"] == ["LlamaForCausalLM"]
