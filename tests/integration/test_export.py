@@ -257,3 +257,15 @@ def test_a_run_on_a_gguf_base_merges_into_plain_weights(tiny_model_path, tmp_pat
     assert merged.dtype == "f32" and all(c.passed for c in merged.parity)
     config = json.loads((merged.out / "config.json").read_text())
     assert "quantization_config" not in config and config["architectures"] == ["LlamaForCausalLM"]
+
+
+def test_a_failed_parity_check_fails_the_export_and_writes_nothing(run_dir, tmp_path, monkeypatch,
+                                                                   capsys) -> None:
+    from tunesmith.model.export import parity
+
+    monkeypatch.setitem(parity.TOLERANCES, "f16", 1e-9)   # f16 rounding now counts as a mismatch
+    out = tmp_path / "exports" / "gguf"
+    code = main(["export", str(run_dir), "--format", "gguf", "--dtype", "f16", "--out", str(out)])
+    assert code == 2
+    assert "max logit difference" in capsys.readouterr().err
+    assert not (tmp_path / "exports").exists() or list((tmp_path / "exports").iterdir()) == []
