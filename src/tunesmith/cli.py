@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "tunesmith.commands.datasets",
     "tunesmith.commands.lineage",
     "tunesmith.commands.retrain",
+    "tunesmith.commands.export",
 )
 
 
