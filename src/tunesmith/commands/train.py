@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--nproc", type=int, metavar="N",
                         help="train with N processes on this machine (one per GPU, or CPU processes)")
+    parser.add_argument("--job", metavar="JOB_ID",
+                        help="run this queued registry job (how the server hands a job to a process)")
     parser.set_defaults(handler=run)
 
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     progress = ConsoleProgress(console)
     try:
         tracked = train_tracked(registry, recipe, resume_dir=Path(args.resume) if args.resume else None,
-                                reporters=[progress])
+                                reporters=[progress], job=registry.job(args.job) if args.job else None)
     finally:
         progress.close()
     result = tracked.result
@@ -82,5 +84,6 @@ def _launch(args: argparse.Namespace) -> int:
         load_recipe(args.recipe, args.overrides)  # a bad recipe fails once, here, not in every rank
     what = ["--resume", args.resume] if args.resume else ([args.recipe] if args.recipe else [])
     sets = [item for value in args.overrides for item in ("--set", value)]
-    run_workers(args.nproc, ["-m", "tunesmith", "train", *what, *sets])
+    job = ["--job", args.job] if args.job else []
+    run_workers(args.nproc, ["-m", "tunesmith", "train", *what, *sets, *job])
     return 0

@@ -54,36 +54,12 @@ alone writing a checkpoint's trainer state or the final adapter."""
 DCP_FOLDER = "dcp"
 
 
-PEER_LOST_GRACE_S = 3.0
-"""How long a rank that lost contact with another waits before it exits, so torchrun's agent
-(polling every fraction of a second) sees the rank that really failed first and stops this one."""
-
-_TRANSPORT_ERRORS = ("connection reset", "connection closed", "broken pipe", "connection refused",
-                     "timed out", "timeout", "nccl", "gloo", "socket")
-
-
 class WorkerFailed(TunesmithError):
     """A training process of a multi-process run failed; the others were stopped."""
 
 
 class PeerLost(TunesmithError):
     """A collective failed on this rank because another rank died or stopped answering."""
-
-
-def peer_lost(ctx: Distributed, exc: BaseException) -> PeerLost | None:
-    """The error to raise instead of `exc` when it is a failed collective of a multi-process run
-    (a lost peer, a timeout); None for anything else, which keeps its own traceback."""
-    if not ctx.enabled or isinstance(exc, TunesmithError) or not isinstance(exc, RuntimeError):
-        return None
-    text = str(exc)
-    if not any(word in text.lower() for word in _TRANSPORT_ERRORS):
-        return None
-    time.sleep(PEER_LOST_GRACE_S)
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return PeerLost(f"rank {ctx.rank} lost contact with another training process: {first}",
-                    where=f"rank {ctx.rank}",
-                    fix="the rank that failed first has the error to read; if one hangs, collectives "
-                        f"give up after {TIMEOUT_ENV} seconds (default {DEFAULT_TIMEOUT_S})")
 
 
 @dataclass(slots=True)
@@ -465,6 +441,33 @@ def save_final(ctx: Distributed, model: torch.nn.Module, tokenizer: Any, tmp: Pa
     barrier(ctx)
 
 
+# --- failures -------------------------------------------------------------------------------
+
+
+PEER_LOST_GRACE_S = 3.0
+"""How long a rank that lost contact with another waits before it exits, so torchrun's agent
+(polling every fraction of a second) sees the rank that really failed first and stops this one."""
+
+_TRANSPORT_ERRORS = ("connection reset", "connection closed", "broken pipe", "connection refused",
+                     "timed out", "timeout", "nccl", "gloo", "socket")
+
+
+def peer_lost(ctx: Distributed, exc: BaseException) -> PeerLost | None:
+    """The error to raise instead of `exc` when it is a failed collective of a multi-process run
+    (a lost peer, a timeout); None for anything else, which keeps its own traceback."""
+    if not ctx.enabled or isinstance(exc, TunesmithError) or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not any(word in text.lower() for word in _TRANSPORT_ERRORS):
+        return None
+    time.sleep(PEER_LOST_GRACE_S)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return PeerLost(f"rank {ctx.rank} lost contact with another training process: {first}",
+                    where=f"rank {ctx.rank}",
+                    fix="the rank that failed first has the error to read; if one hangs, collectives "
+                        f"give up after {TIMEOUT_ENV} seconds (default {DEFAULT_TIMEOUT_S})")
+
+
 # --- launching -------------------------------------------------------------------------------
 
 
@@ -480,8 +483,10 @@ def launch(recipe_path_or_run_dir: str | Path, nproc: int, extra_args: Sequence[
            **popen: Any) -> subprocess.Popen:
     """Start `tunesmith train RECIPE --nproc N` (or `--resume RUN_DIR` for a run folder) as a child
     process, for a caller that watches it (the server's worker). Its return code is 0 on success,
-    non-zero with a message naming the failed rank on stderr otherwise. `extra_args` are more
-    train arguments (e.g. --set k=v); `popen` goes to subprocess.Popen (stdout, env, cwd...)."""
+    non-zero with a message naming the failed rank on stderr otherwise; SIGTERM to it stops every
+    rank (the run stays resumable from its last checkpoint). `extra_args` are more train arguments:
+    `--set KEY=VALUE`, `--job JOB_ID` to run an existing queued registry job. `popen` goes to
+    subprocess.Popen (stdout, env, cwd...)."""
     if nproc < 1:
         raise RecipeError(f"nproc must be at least 1, got {nproc}", where="--nproc")
     return subprocess.Popen(train_command(recipe_path_or_run_dir, nproc, extra_args), **popen)
@@ -508,6 +513,7 @@ def run_workers(nproc: int, args: Sequence[str]) -> None:
     """Run `python ARGS` as `nproc` ranks on this machine under torchrun's elastic agent (what
     `torchrun --standalone --nproc-per-node N` does), in this process. When any rank fails the
     agent stops the others within a second, and this raises WorkerFailed naming the rank."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -518,6 +524,12 @@ def run_workers(nproc: int, args: Sequence[str]) -> None:
                           monitor_interval=0.5)
     try:
         elastic_launch(config, sys.executable)(*args)
+    except SignalException as exc:  # the agent passed the signal on to the ranks and stopped them
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise WorkerFailed(f"the training processes were stopped by {exc.sigval.name}",
+                           fix="a checkpointed run continues with `tunesmith train --resume RUN_DIR`",
+                           ) from None
     except ChildFailedError as exc:
         rank, failure = root_failure(exc.failures)
         others = ", ".join(f"rank {r} ({describe_exit(f.exitcode)})"
