@@ -196,3 +196,20 @@ def test_resume_in_two_processes_then_a_dead_rank_ends_the_job(one_process_run, 
 
     os.environ["TUNESMITH_HOME"] = str(home)  # restored by the autouse fixture's monkeypatch
     assert [job.status for job in open_registry().jobs()] == ["failed"]
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_on_two_cpu_processes_follows_one(two_process_run, tmp_path) -> None:
+    """Full fine-tuning on CPU runs under DDP (FSDP2 is for GPUs): the same curve as one process."""
+    recipe = two_process_run[0]
+    overrides = ["--set", "adapter.kind=full", "--set", "training.learning_rate=0.003"]
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+         "tunesmith", "train", str(recipe), "--set", "output.name=full-two", *overrides],
+        env=child_env(tmp_path / "home"), capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = train(load_recipe(recipe, ["output.name=full-one", "adapter.kind=full",
+                                     "training.learning_rate=0.003"])).run_dir
+    two = recipe.parent / "runs" / "full-two"
+    assert_same_curve(curve(two), curve(one))
+    assert (two / "final" / "model.safetensors").exists()
