@@ -103,3 +103,21 @@ def test_preflight_error_fails_the_tracked_job(registry: Registry, random_model_
         train_tracked(registry, recipe)
     (job,) = registry.jobs()
     assert job.status == "failed" and "missing.jsonl" in job.error
+
+
+def test_train_runs_a_queued_job_given_by_id(random_model_path: Path, tmp_path: Path) -> None:
+    """`tunesmith train RECIPE --job ID` (how the server hands a job to a launched process) runs
+    that job instead of opening another."""
+    from tunesmith.cli import main
+    from tunesmith.recipe import load_recipe
+    from tunesmith.store import open_registry
+
+    data = (write_jsonl(tmp_path / "train.jsonl", colour_chats(16, seed=1)),
+            write_jsonl(tmp_path / "val.jsonl", colour_chats(4, seed=2)))
+    overrides = [f"base_model={random_model_path}", f"data.train={data[0]}", f"data.validation={data[1]}",
+                 f"output.dir={tmp_path / 'runs'}", "training.max_steps=1"]  # unnamed: no job found by folder
+    registry = open_registry()
+    job = start_job(registry, load_recipe(None, overrides))
+    sets = [item for value in overrides for item in ("--set", value)]
+    assert main(["train", *sets, "--job", job.id]) == 0
+    assert [(j.id, j.status) for j in open_registry().jobs()] == [(job.id, "succeeded")]

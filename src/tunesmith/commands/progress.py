@@ -71,10 +71,11 @@ class ConsoleProgress:
             self.progress = None
 
 
-def train_on_terminal(recipe: Any = None, **tracking: Any) -> Any:
+def train_on_terminal(recipe: Any = None, job_id: str | None = None, **tracking: Any) -> Any:
     """Train as a registry job with the progress bar on the terminal; what the registry could
     not record is shown as a warning (the run folder stays the source of truth).
 
+    `job_id` runs an existing queued job (a process launched by the server's worker);
     `tracking` goes to tunesmith.store.tracking.train_tracked (resume_dir, parent_model_id, ...).
     """
     from tunesmith.commands.console import console, err_console
@@ -84,7 +85,8 @@ def train_on_terminal(recipe: Any = None, **tracking: Any) -> Any:
     registry = open_registry()
     progress = ConsoleProgress(console)
     try:
-        tracked = train_tracked(registry, recipe, reporters=[progress], **tracking)
+        job = registry.job(job_id) if job_id else None
+        tracked = train_tracked(registry, recipe, reporters=[progress], job=job, **tracking)
     finally:
         progress.close()
     for failure in tracked.registry_failures:

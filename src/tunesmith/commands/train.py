@@ -1,4 +1,8 @@
-"""`tunesmith train RECIPE [--set k=v ...]` and `tunesmith train --resume RUN_DIR`."""
+"""`tunesmith train RECIPE [--set k=v ...] [--nproc N]` and `tunesmith train --resume RUN_DIR`.
+
+With --nproc N the command starts N training processes on this machine under torchrun's
+elastic agent; plain `torchrun ... -m tunesmith train RECIPE` works too (docs/distributed.md).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set training.epochs=2 (repeatable)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    parser.add_argument("--nproc", type=int, metavar="N",
+                        help="train with N processes on this machine (one per GPU, or CPU processes)")
+    parser.add_argument("--job", metavar="JOB_ID",
+                        help="run this queued registry job (how the server hands a job to a process)")
     parser.set_defaults(handler=run)
 
 
@@ -27,8 +35,21 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and not args.recipe and not args.overrides:
         raise RecipeError("give a recipe file (or --set values, or --resume RUN_DIR)",
                           fix="see docs/recipes.md for an example recipe")
+    if args.nproc is not None and args.nproc < 1:
+        raise RecipeError(f"--nproc must be at least 1, got {args.nproc}", where="--nproc")
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args)
     recipe = None if args.resume else load_recipe(args.recipe, args.overrides)
-    tracked = train_on_terminal(recipe, resume_dir=Path(args.resume) if args.resume else None)
+    from tunesmith.train.distributed import is_main_process
+
+    if not is_main_process():
+        # Rank > 0 of a multi-process run: the same training, silent; rank 0 reports and registers.
+        from tunesmith.train.loop import train
+
+        train(recipe, resume_dir=Path(args.resume) if args.resume else None)
+        return 0
+    tracked = train_on_terminal(recipe, resume_dir=Path(args.resume) if args.resume else None,
+                                job_id=args.job)
     result = tracked.result
     console.print(f"[bold green]{result.status}[/] after {result.steps} steps", highlight=False)
     if result.final_dir:
@@ -38,4 +59,22 @@ def run(args: argparse.Namespace) -> int:
     if result.best_step is not None:
         console.print(f"  best validation loss {result.best_validation_loss:.4f} at step {result.best_step}",
                       highlight=False)
+    return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Re-run this command as N ranks; the ranks load and validate the recipe themselves."""
+    from tunesmith.errors import RecipeError
+    from tunesmith.recipe import load_recipe
+    from tunesmith.train.distributed import env_world_size, run_workers
+
+    if env_world_size() > 1:
+        raise RecipeError("--nproc given inside a torchrun job", where="--nproc",
+                          fix="drop --nproc: torchrun already started the processes")
+    if not args.resume:
+        load_recipe(args.recipe, args.overrides)  # a bad recipe fails once, here, not in every rank
+    what = ["--resume", args.resume] if args.resume else ([args.recipe] if args.recipe else [])
+    sets = [item for value in args.overrides for item in ("--set", value)]
+    job = ["--job", args.job] if args.job else []
+    run_workers(args.nproc, ["-m", "tunesmith", "train", *what, *sets, *job])
     return 0

@@ -58,22 +58,36 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_checkpoint(folder: Path, step: int, weights: dict[str, torch.Tensor], optimizer: dict[str, Any],
                     trainer_state: dict[str, Any]) -> Checkpoint:
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / checkpoint_name(step)
-    tmp = folder / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = temp_folder(folder, step, str(os.getpid()))
     save_file({k: v.contiguous() for k, v in weights.items()}, tmp / WEIGHTS)
     torch.save({"optimizer": optimizer, "rng": rng_state()}, tmp / OPTIMIZER)
+    return seal(folder, tmp, step, trainer_state)
+
+
+def temp_folder(folder: Path, step: int, tag: str) -> Path:
+    """A fresh, empty folder that a checkpoint is written into before `seal` moves it into place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{checkpoint_name(step)}-{tag}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def seal(folder: Path, tmp: Path, step: int, trainer_state: dict[str, Any]) -> Checkpoint:
+    """Write the trainer state, fsync every file, rename the folder into place, then write the
+    COMPLETE marker listing every file's size (files in sub-folders by relative path)."""
     (tmp / STATE).write_text(json.dumps(trainer_state, indent=1))
-    for file in tmp.iterdir():
+    files = sorted(f for f in tmp.rglob("*") if f.is_file())
+    for file in files:
         with file.open("rb") as handle:
             os.fsync(handle.fileno())
+    final = folder / checkpoint_name(step)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_dir(folder)
-    sizes = {f.name: f.stat().st_size for f in final.iterdir()}
+    sizes = {f.relative_to(final).as_posix(): f.stat().st_size
+             for f in sorted(final.rglob("*")) if f.is_file()}
     atomic_write_text(final / MARKER, json.dumps({"step": step, "files": sizes}))
     return Checkpoint(final, step)
 

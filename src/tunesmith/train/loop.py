@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 
-from tunesmith.data.pack import pack_indices, plan_epoch
+from tunesmith.data.pack import plan_epoch
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
-from tunesmith.model.adapters import apply_adapter, load_trainable_state, save_final, trainable_state
+from tunesmith.model.adapters import apply_adapter
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
 from tunesmith.train import checkpoint as ckpt
+from tunesmith.train import distributed as dist
 from tunesmith.train.auto import resolve_auto
 from tunesmith.train.data import prepare_data
 from tunesmith.train.objectives import Objective, make_objective
@@ -108,19 +109,21 @@ def _reporters(recipe: Recipe, run: RunDir, extra: Sequence[Reporter]) -> Fanout
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, objective: Objective, examples: Sequence[Any], budget: int,
-             device: torch.device) -> dict[str, float]:
-    """Loss and token accuracy over held-out examples, packed like training."""
+             device: torch.device, parallel: dist.Parallel | None = None) -> dict[str, float]:
+    """Loss and token accuracy over held-out examples, packed like training (under several
+    processes: each rank its share, sums reduced over ranks)."""
     was_training = model.training
     model.eval()
+    parallel = parallel or dist.Parallel(dist.SINGLE, model, objective)
     lengths = [len(e) for e in examples]
     totals: dict[str, float] = {}
-    for micro in pack_indices(range(len(examples)), lengths, budget):
+    for micro, real in dist.shard_examples(parallel.ctx, range(len(examples)), lengths, budget):
         batch = objective.collate([examples[i] for i in micro]).to(device)
-        _, metrics = objective(model, batch)
+        _, metrics = parallel(batch)
         for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + value
+            totals[key] = totals.get(key, 0.0) + (value if real else 0.0)
     model.train(was_training)
-    return summarise(totals)
+    return summarise(dist.sum_metrics(parallel.ctx, totals))
 
 
 def summarise(totals: dict[str, float]) -> dict[str, float]:
@@ -149,8 +152,24 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
     """Train a recipe into a new run directory, or continue the run in `resume_dir`.
 
     A named run (output.name) whose folder holds an unfinished run is resumed
-    automatically from its last complete checkpoint.
+    automatically from its last complete checkpoint. Under torchrun every rank calls this;
+    rank 0 alone writes the run directory and sends records to `reporters`.
     """
+    ctx = dist.setup()
+    try:
+        result = _train(ctx, recipe, resume_dir, reporters, should_stop)
+        dist.barrier(ctx)
+        return result
+    except RuntimeError as exc:
+        lost = dist.peer_lost(ctx, exc)
+        if lost is None:
+            raise
+        raise lost from exc
+    finally:
+        dist.teardown(ctx)
+
+
+def _open_run(recipe: Recipe | None, resume_dir: Path | str | None) -> tuple[RunDir, Recipe]:
     if resume_dir is not None:
         run = RunDir(Path(resume_dir))
         if not run.recipe_file.exists():
@@ -165,10 +184,16 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
                 raise TunesmithError("a finished run already has this name", where=str(run.path),
                                      fix="choose another output.name, or remove the folder")
             recipe = run.read_recipe()  # an interrupted named run continues with its own recipe
+    return run, recipe
+
+
+def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str | None,
+           reporters: Sequence[Reporter], should_stop: Callable[[], bool] | None) -> TrainResult:
+    run, recipe = dist.share_run(ctx, *(_open_run(recipe, resume_dir) if ctx.is_main else (None, None)))
     torch.manual_seed(recipe.training.seed)
 
     # Pre-flight: every check that can fail does so before the model's weights are loaded.
-    device = pick_device(recipe.training.device)
+    device = dist.place(ctx, pick_device(recipe.training.device))
     ref = resolve_model(recipe.base_model, recipe.revision)
     check_remote_code(ref, recipe.trust_remote_code)
     tokenizer = load_tokenizer(ref, recipe.trust_remote_code)
@@ -192,6 +217,7 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     _check_disk(run, model, training.keep_checkpoints)
+    parallel = dist.wrap(ctx, model, objective, resolved.adapter.kind == "full", device)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -210,12 +236,9 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
     progress = _Progress()
     latest = ckpt.latest_checkpoint(run.checkpoints)
     if latest is not None:
-        weights, extra, state = ckpt.load_checkpoint(latest)
-        load_trainable_state(model, weights)
-        optimizer.load_state_dict(extra["optimizer"])
+        state = dist.restore(ctx, latest, model, optimizer)
         scheduler.load_state_dict(state["scheduler"])
         progress = _Progress(**state["progress"])
-        ckpt.restore_rng(extra["rng"])
         run.truncate_metrics(progress.step)
 
     trainable = sum(p.numel() for p in params)
@@ -223,28 +246,28 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
                     adapter=resolved.adapter.kind, auto=chosen, data=data.summary(),
                     total_steps=total_steps, trainable_parameters=trainable,
                     resumed_from=progress.step if latest else None, started=time.time())
-    reporter = _reporters(resolved, run, reporters)
+    reporter = _reporters(resolved, run, reporters) if ctx.is_main else Fanout([])
     reporter.report({"type": "start", "step": progress.step, "total_steps": total_steps, "auto": chosen,
                      "trainable_parameters": trainable, "data": data.summary(), "run_dir": str(run.path)})
 
     def save() -> None:
         state = {"progress": asdict(progress), "scheduler": scheduler.state_dict()}
-        saved = ckpt.save_checkpoint(run.checkpoints, progress.step, trainable_state(model),
-                                     optimizer.state_dict(), state)
+        saved = dist.save_checkpoint(ctx, run.checkpoints, progress.step, model, optimizer, state)
         reporter.report({"type": "checkpoint", "step": progress.step, "path": str(saved.path)})
         protect = {progress.best_step} if progress.best_step is not None else set()
-        ckpt.prune(run.checkpoints, training.keep_checkpoints, protect)
+        if ctx.is_main:
+            ckpt.prune(run.checkpoints, training.keep_checkpoints, protect)
 
     if progress.step == 0 and data.validation:
         # The untrained model's held-out loss: the point every later evaluation is judged against.
         reporter.report({"type": "eval", "step": 0, "baseline": True,
-                         **evaluate(model, objective, data.validation, budget, device)})
+                         **evaluate(model, objective, data.validation, budget, device, parallel)})
     status = "succeeded"
     plans: dict[int, list[list[list[int]]]] = {}
     model.train()
     try:
         while progress.step < total_steps:
-            if should_stop is not None and should_stop():
+            if dist.agree(ctx, should_stop is not None and should_stop()):
                 status = "stopped"
                 break
             if progress.epoch not in plans:
@@ -252,9 +275,9 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
                                                     training.seed, progress.epoch)}
             plan = plans[progress.epoch]
             started = time.perf_counter()
-            step_examples = [[data.train[i] for i in micro] for micro in plan[progress.step_in_epoch]]
-            metrics = _train_step(model, objective, optimizer, params, training.max_grad_norm,
-                                  step_examples, device)
+            step_examples = [([data.train[i] for i in micro], real) for micro, real in
+                             dist.shard_step(ctx, plan[progress.step_in_epoch], lengths, budget)]
+            metrics = _train_step(parallel, optimizer, params, training.max_grad_norm, step_examples, device)
             if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
                 raise TrainingDiverged(
                     f"loss became {metrics['loss']} (grad norm {metrics['grad_norm']}) at step "
@@ -276,7 +299,7 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
             last = progress.step == total_steps
             saved = stop_early = False
             if data.validation and (progress.step % int(training.eval_every) == 0 or last):
-                result = evaluate(model, objective, data.validation, budget, device)
+                result = evaluate(model, objective, data.validation, budget, device, parallel)
                 improved = progress.best_loss is None or result["loss"] < progress.best_loss
                 if improved:
                     progress.best_loss, progress.best_step, progress.bad_evals = \
@@ -308,10 +331,7 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
 
     final_dir = None
     if status != "stopped":
-        save_final(model, tokenizer, run.path / ".final-tmp")
-        if run.final.exists():
-            shutil.rmtree(run.final)
-        (run.path / ".final-tmp").rename(run.final)
+        dist.save_final(ctx, model, tokenizer, run.path / ".final-tmp", run.final)
         final_dir = run.final
     else:
         save()
@@ -321,7 +341,8 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
                     best_step=progress.best_step, best_validation_loss=progress.best_loss,
                     best_checkpoint=best_checkpoint, tokens_seen=progress.tokens_seen,
                     early_stopped=status == "stopped_early", finished=time.time())
-    if final_dir is not None and resolved.evaluation.enabled:  # before "end": the report joins the model
+    if final_dir is not None and resolved.evaluation.enabled and ctx.is_main:
+        # Before "end", so the report joins the registered model; rank 0 alone, like every write.
         from tunesmith.evaluate.runner import evaluate_after_training
 
         evaluate_after_training(run.path, reporter.report, str(device))
@@ -331,30 +352,35 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
     return TrainResult(run.path, status, progress.step, final_dir, progress.best_step, progress.best_loss)
 
 
-def _train_step(model: torch.nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
-                params: list[torch.nn.Parameter], max_grad_norm: float | None,
-                micro_examples: list[list[Any]], device: torch.device) -> dict[str, float]:
+def _train_step(parallel: dist.Parallel, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+                max_grad_norm: float | None, micro_examples: list[tuple[list[Any], bool]],
+                device: torch.device) -> dict[str, float]:
     """One optimizer step over its micro-batches; the loss is normalised by the units of the
-    whole step, so accumulation over any split gives the same gradient."""
-    batches = [objective.collate(examples) for examples in micro_examples]
-    units = sum(objective.units(b) for b in batches)
-    if units == 0:
+    whole step (on all ranks), so accumulation over any split gives the same gradient. A filler
+    micro-batch (real=False) only keeps ranks in step and adds nothing."""
+    objective, ctx = parallel.objective, parallel.ctx
+    batches = [(objective.collate(examples), real) for examples, real in micro_examples]
+    units = dist.sum_metrics(ctx, {"units": float(sum(objective.units(b) for b, real in batches if real))})
+    if units["units"] == 0:
         raise ModelError("a training step holds no trained tokens")
-    totals: dict[str, float] = {}
-    real_tokens = 0
-    for batch in batches:
+    totals: dict[str, float] = {"real_tokens": 0.0, "micro_batches": 0.0}
+    for index, (batch, real) in enumerate(batches):
         batch = batch.to(device)
-        loss_sum, metrics = objective(model, batch)
-        (loss_sum / units).backward()
-        real_tokens += batch.num_tokens
+        # DDP and FSDP2 average gradients over ranks: world_size / units sums them instead.
+        with parallel.no_sync(index < len(batches) - 1):
+            loss_sum, metrics = parallel(batch)
+            (loss_sum * (ctx.world_size if real else 0) / units["units"]).backward()
+        totals["real_tokens"] += batch.num_tokens if real else 0
+        totals["micro_batches"] += real
         for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + value
+            totals[key] = totals.get(key, 0.0) + (value if real else 0.0)
+    totals = dist.sum_metrics(ctx, totals)
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf"))
-    grad_norm = float(norm)
+    grad_norm = dist.grad_norm_value(norm)
     if math.isfinite(grad_norm) and math.isfinite(totals.get("loss", 0.0)):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     summary = summarise(totals)
     return {"loss": summary["loss"], "token_accuracy": summary["token_accuracy"], "grad_norm": grad_norm,
-            "trained_tokens": summary["tokens"], "real_tokens": float(real_tokens),
-            "micro_batches": float(len(batches))}
+            "trained_tokens": summary["tokens"], "real_tokens": totals["real_tokens"],
+            "micro_batches": totals["micro_batches"]}

@@ -1,0 +1,549 @@
+"""Training on several processes under torchrun: the pieces the one training loop calls.
+
+N processes compute the update of one process with the same global batch:
+
+- every rank builds the same seeded step plan (data/pack.py); each step's examples are dealt
+  to the ranks by tokens and every rank packs its share into micro-batches (`shard_step`);
+- every rank runs the same number of forward passes per step, a rank short of micro-batches
+  running a filler pass with weight zero, so collectives inside the forward pass (FSDP2's
+  all-gathers) always line up and a rank with no example of a short last step still joins;
+- the trained units of the whole global step are all-reduced before the first backward, and
+  each micro-batch's summed loss is scaled by world_size / units: DDP and FSDP2 average
+  gradients over ranks, so the averaged gradient is exactly the single-process one;
+- metric sums are all-reduced, so every rank takes the same decisions (divergence, best step,
+  early stopping, stop requests) and rank 0 alone reports and writes.
+
+Adapters (LoRA/DoRA) train under DDP. Full fine-tuning uses FSDP2 (`fully_shard`) on CUDA;
+on CPU (gloo) it uses DDP, because FSDP2 is only built and checked for GPUs. Checkpoints of
+multi-process runs are written with torch.distributed.checkpoint (DCP), which reshards on load,
+so a run saved by N processes resumes with M, M=1 included (no process group needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.data.pack import Step, pack_indices
+from tunesmith.errors import RecipeError, TunesmithError
+from tunesmith.train import checkpoint as ckpt
+from tunesmith.train.run import RunDir
+
+TIMEOUT_ENV = "TUNESMITH_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600
+"""How long a collective waits for a rank that neither answers nor dies (a rank that dies is
+noticed by torchrun's agent within a second). Longer than any pause between collectives: rank 0
+alone writing a checkpoint's trainer state or the final adapter."""
+
+DCP_FOLDER = "dcp"
+
+
+class WorkerFailed(TunesmithError):
+    """A training process of a multi-process run failed; the others were stopped."""
+
+
+class PeerLost(TunesmithError):
+    """A collective failed on this rank because another rank died or stopped answering."""
+
+
+@dataclass(slots=True)
+class Distributed:
+    """Where this process stands: its rank among `world_size` processes on the group."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+    fsdp: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Distributed()
+
+
+# --- the process group --------------------------------------------------------------------
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0, or a plain single process; readable before the process group exists (torchrun env)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def collective_timeout() -> timedelta:
+    raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise RecipeError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds", where=TIMEOUT_ENV) from None
+    return timedelta(seconds=seconds)
+
+
+def setup() -> Distributed:
+    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE,
+    MASTER_ADDR...); a plain process gets SINGLE and no group. CPU tensors go over gloo and
+    CUDA tensors over NCCL, so the device a recipe picks later needs no other group."""
+    world = env_world_size()
+    if world <= 1:
+        return SINGLE
+    import torch.distributed as dist
+
+    ctx = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, timeout=collective_timeout())
+        ctx.owns_group = True
+        _exit_on_sigterm()
+    return ctx
+
+
+def _exit_on_sigterm() -> None:
+    """torchrun's agent stops the other ranks with SIGTERM when one fails: unwind as an interrupt,
+    so rank 0 marks the run and its registry job as interrupted instead of vanishing mid-write."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def teardown(ctx: Distributed) -> None:
+    import torch.distributed as dist
+
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def place(ctx: Distributed, device: torch.device) -> torch.device:
+    """Each rank of a multi-GPU run gets its own GPU (LOCAL_RANK)."""
+    if not ctx.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+        return device
+    if device.type != "cpu":
+        raise RecipeError(f"multi-process training runs on cuda or cpu, not {device.type}",
+                          where="training.device", fix="set training.device to cuda or cpu")
+    return device
+
+
+def barrier(ctx: Distributed) -> None:
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def sum_metrics(ctx: Distributed, values: dict[str, float]) -> dict[str, float]:
+    """Sums over all ranks (every rank must hold the same keys)."""
+    if not ctx.enabled:
+        return values
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return dict(zip(keys, tensor.tolist(), strict=True))
+
+
+def agree(ctx: Distributed, flag: bool) -> bool:
+    """True on every rank when it is true on any rank (a stop request seen by one)."""
+    if not ctx.enabled:
+        return flag
+    return sum_metrics(ctx, {"flag": float(flag)})["flag"] > 0
+
+
+def broadcast_text(ctx: Distributed, text: str | None) -> str:
+    """Rank 0's text on every rank (sent as bytes: nothing is unpickled)."""
+    if not ctx.enabled:
+        return text or ""
+    import torch.distributed as dist
+
+    data = (text or "").encode("utf-8") if ctx.is_main else b""
+    size = torch.tensor([len(data)], dtype=torch.long)
+    dist.broadcast(size, src=0)
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8) if ctx.is_main else \
+        torch.empty(int(size), dtype=torch.uint8)
+    if int(size):
+        dist.broadcast(buffer, src=0)
+    return bytes(buffer.tolist()).decode("utf-8")
+
+
+# --- the run directory: rank 0 writes, the others follow -------------------------------------
+
+
+def share_run(ctx: Distributed, run: RunDir | None, recipe: Any) -> tuple[RunDir, Any]:
+    """Rank 0 opened (or created) the run directory; every other rank gets the same folder,
+    read-only, and exactly rank 0's recipe."""
+    if not ctx.enabled:
+        assert run is not None
+        return run, recipe
+    from tunesmith.recipe import build_recipe
+
+    path = broadcast_text(ctx, str(run.path) if run is not None else None)
+    text = broadcast_text(ctx, json.dumps(recipe.model_dump(mode="json")) if ctx.is_main else None)
+    if run is not None:
+        return run, recipe
+    return FollowerRun(Path(path)), build_recipe(json.loads(text))
+
+
+class FollowerRun(RunDir):
+    """A rank > 0's view of the run directory: it reads, rank 0 writes."""
+
+    def update_info(self, **fields: Any) -> None:
+        pass
+
+    def write_recipe(self, recipe: Any) -> None:
+        pass
+
+    def truncate_metrics(self, last_step: int) -> None:
+        pass
+
+
+# --- data: each rank's share of a step ------------------------------------------------------
+
+Share = list[tuple[list[int], bool]]
+"""A rank's micro-batches as (example indices, real); a filler pass (real=False) counts zero."""
+
+
+def deal(indices: Sequence[int], lengths: Sequence[int], world: int) -> list[list[int]]:
+    """Examples to ranks, longest first to the rank with the fewest tokens so far (ties: lowest
+    rank), so ranks do similar work. Deterministic: every rank computes every rank's share."""
+    shares: list[list[int]] = [[] for _ in range(world)]
+    load = [0] * world
+    for index in sorted(indices, key=lambda i: (-lengths[i], i)):
+        rank = min(range(world), key=lambda r: (load[r], r))
+        shares[rank].append(index)
+        load[rank] += lengths[index]
+    return shares
+
+
+def shard_examples(ctx: Distributed, indices: Sequence[int], lengths: Sequence[int], budget: int) -> Share:
+    """This rank's packed micro-batches of `indices`, padded with fillers to the largest count
+    any rank has. A single process packs exactly as before."""
+    if not ctx.enabled:
+        return [(micro, True) for micro in pack_indices(indices, lengths, budget)]
+    packed = [pack_indices(share, lengths, budget) for share in deal(indices, lengths, ctx.world_size)]
+    mine: Share = [(micro, True) for micro in packed[ctx.rank]]
+    filler = [min(indices, key=lambda i: (lengths[i], i))]  # the shortest example: the cheapest pass
+    mine += [(filler, False)] * (max(len(p) for p in packed) - len(mine))
+    return mine
+
+
+def shard_step(ctx: Distributed, step: Step, lengths: Sequence[int], budget: int) -> Share:
+    """One optimizer step of the plan, this rank's part. Single process: the plan's own micro-batches."""
+    if not ctx.enabled:
+        return [(micro, True) for micro in step]
+    return shard_examples(ctx, [i for micro in step for i in micro], lengths, budget)
+
+
+# --- the model: DDP for adapters, FSDP2 for full fine-tuning on GPUs ------------------------
+
+
+class _ObjectiveModule(torch.nn.Module):
+    """The objective's forward as a module, so DDP and FSDP2 see one forward per micro-batch
+    (the objective reads hidden states and the LM head directly, not the model's forward)."""
+
+    def __init__(self, model: torch.nn.Module, objective: Any):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.objective(self.model, batch)
+
+
+class Parallel:
+    """Runs the objective on a micro-batch: plainly, under DDP, or under FSDP2."""
+
+    def __init__(self, ctx: Distributed, model: torch.nn.Module, objective: Any,
+                 wrapped: torch.nn.Module | None = None):
+        self.ctx = ctx
+        self.model = model
+        self.objective = objective
+        self.wrapped = wrapped
+
+    def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.wrapped is None:
+            return self.objective(self.model, batch)
+        return self.wrapped(batch)
+
+    @contextlib.contextmanager
+    def no_sync(self, active: bool) -> Iterator[None]:
+        """Accumulate gradients locally (no communication) while `active`: every micro-batch of a
+        step but the last. Forward and backward both run inside."""
+        if not active or self.wrapped is None:
+            yield
+        elif self.ctx.fsdp:
+            self.wrapped.set_requires_gradient_sync(False)  # type: ignore[operator]
+            try:
+                yield
+            finally:
+                self.wrapped.set_requires_gradient_sync(True)  # type: ignore[operator]
+        else:
+            with self.wrapped.no_sync():  # type: ignore[operator]
+                yield
+
+
+def wrap(ctx: Distributed, model: torch.nn.Module, objective: Any, full: bool,
+         device: torch.device) -> Parallel:
+    """Call before the optimizer is built: FSDP2 replaces parameters by their shards."""
+    if not ctx.enabled:
+        return Parallel(ctx, model, objective)
+    module = _ObjectiveModule(model, objective)
+    if full and device.type == "cuda":
+        # FSDP2: each decoder layer is a unit gathered for its own forward and backward; the rest
+        # (embeddings, final norm, LM head) is the root unit, gathered by the wrapper's forward.
+        # Checked only on GPU machines (docs/distributed.md).
+        from torch.distributed.fsdp import fully_shard
+
+        from tunesmith.model.adapters import decoder_layers
+
+        for layer in decoder_layers(model):
+            fully_shard(layer)
+        fully_shard(module)
+        ctx.fsdp = True
+        return Parallel(ctx, model, objective, module)
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Buffers (rotary frequencies) are equal on every rank; syncing them in every forward is a
+    # collective that nothing needs (the keyword was renamed in newer PyTorch).
+    newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    ddp = DistributedDataParallel(module, **{"forward_sync_buffers" if newer else "broadcast_buffers": False})
+    return Parallel(ctx, model, objective, ddp)
+
+
+def grad_norm_value(norm: torch.Tensor) -> float:
+    """clip_grad_norm_'s result as a float; under FSDP2 it is a DTensor to gather first."""
+    full = getattr(norm, "full_tensor", None)
+    return float(full() if callable(full) else norm)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def _dcp_options() -> Any:
+    """Trained tensors only (frozen base weights come from the base model). Not strict: the model
+    holds frozen tensors the checkpoint leaves out; a trained tensor missing from a checkpoint
+    still fails, in dcp.load."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
+def save_checkpoint(ctx: Distributed, folder: Path, step: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]) -> ckpt.Checkpoint:
+    """A single process keeps the safetensors layout (train/checkpoint.py). Several processes
+    write trained weights and optimizer state with DCP, each rank its own part (DDP: rank 0
+    writes the one replica), and each rank its RNG state; rank 0 seals the folder as usual: fsync,
+    rename, COMPLETE marker. Every rank returns the same Checkpoint."""
+    from tunesmith.model.adapters import trainable_state
+
+    if not ctx.enabled:
+        return ckpt.save_checkpoint(folder, step, trainable_state(model), optimizer.state_dict(),
+                                    trainer_state)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    tmp = folder / f".tmp-{ckpt.checkpoint_name(step)}-dist"
+    if ctx.is_main:
+        tmp = ckpt.temp_folder(folder, step, "dist")
+    barrier(ctx)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=_dcp_options())
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / DCP_FOLDER)
+    torch.save(ckpt.rng_state(), tmp / f"rng-{ctx.rank}.pt")
+    barrier(ctx)
+    if ctx.is_main:
+        ckpt.seal(folder, tmp, step, {**trainer_state, "world_size": ctx.world_size})
+    barrier(ctx)
+    return ckpt.Checkpoint(folder / ckpt.checkpoint_name(step), step)
+
+
+def restore(ctx: Distributed, checkpoint: ckpt.Checkpoint, model: torch.nn.Module,
+            optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load a checkpoint written by any number of processes into this run; returns the trainer
+    state. DCP reshards to this world size; RNG states come back per rank where the rank existed."""
+    from tunesmith.model.adapters import load_trainable_state
+
+    if not (checkpoint.path / DCP_FOLDER).exists():
+        if ctx.fsdp:
+            raise TunesmithError(
+                "a single-process full fine-tuning checkpoint cannot be loaded into FSDP2 shards",
+                where=str(checkpoint.path), fix="resume it with one process, or start the run with --nproc")
+        weights, extra, state = ckpt.load_checkpoint(checkpoint)
+        load_trainable_state(model, weights)
+        optimizer.load_state_dict(extra["optimizer"])
+        ckpt.restore_rng(extra["rng"])
+        return state
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=_dcp_options())
+    state = {"model": model_state, "optimizer": optimizer_state}
+    with warnings.catch_warnings():  # loading without a process group is what is meant here
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+        dcp.load(state, checkpoint_id=checkpoint.path / DCP_FOLDER, no_dist=not ctx.enabled)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=_dcp_options())
+    rng = checkpoint.path / f"rng-{ctx.rank}.pt"
+    if rng.exists():
+        ckpt.restore_rng(torch.load(rng, weights_only=True))
+    return checkpoint.state
+
+
+def save_final(ctx: Distributed, model: torch.nn.Module, tokenizer: Any, tmp: Path, final: Path) -> None:
+    """The trained adapter or model, written by rank 0 into `tmp` and renamed to `final`.
+    Under FSDP2 the full weights are gathered first (a collective every rank joins)."""
+    from tunesmith.model.adapters import save_final as save_folder
+
+    state = None
+    if ctx.fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if ctx.is_main:
+        if state is None:
+            save_folder(model, tokenizer, tmp)
+        else:
+            tmp.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    barrier(ctx)
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+PEER_LOST_GRACE_S = 3.0
+"""How long a rank that lost contact with another waits before it exits, so torchrun's agent
+(polling every fraction of a second) sees the rank that really failed first and stops this one."""
+
+_TRANSPORT_ERRORS = ("connection reset", "connection closed", "broken pipe", "connection refused",
+                     "timed out", "timeout", "nccl", "gloo", "socket")
+
+
+def peer_lost(ctx: Distributed, exc: BaseException) -> PeerLost | None:
+    """The error to raise instead of `exc` when it is a failed collective of a multi-process run
+    (a lost peer, a timeout); None for anything else, which keeps its own traceback."""
+    if not ctx.enabled or isinstance(exc, TunesmithError) or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not any(word in text.lower() for word in _TRANSPORT_ERRORS):
+        return None
+    time.sleep(PEER_LOST_GRACE_S)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return PeerLost(f"rank {ctx.rank} lost contact with another training process: {first}",
+                    where=f"rank {ctx.rank}",
+                    fix="the rank that failed first has the error to read; if one hangs, collectives "
+                        f"give up after {TIMEOUT_ENV} seconds (default {DEFAULT_TIMEOUT_S})")
+
+
+# --- launching -------------------------------------------------------------------------------
+
+
+def train_command(recipe_path_or_run_dir: str | Path, nproc: int,
+                  extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line `launch` runs."""
+    target = Path(recipe_path_or_run_dir)
+    what = ["--resume", str(target)] if target.is_dir() else [str(target)]
+    return [sys.executable, "-m", "tunesmith", "train", *what, "--nproc", str(nproc), *extra_args]
+
+
+def launch(recipe_path_or_run_dir: str | Path, nproc: int, extra_args: Sequence[str] = (),
+           **popen: Any) -> subprocess.Popen:
+    """Start `tunesmith train RECIPE --nproc N` (or `--resume RUN_DIR` for a run folder) as a child
+    process, for a caller that watches it (the server's worker). Its return code is 0 on success,
+    non-zero with a message naming the failed rank on stderr otherwise; SIGTERM to it stops every
+    rank (the run stays resumable from its last checkpoint). `extra_args` are more train arguments:
+    `--set KEY=VALUE`, `--job JOB_ID` to run an existing queued registry job. `popen` goes to
+    subprocess.Popen (stdout, env, cwd...)."""
+    if nproc < 1:
+        raise RecipeError(f"nproc must be at least 1, got {nproc}", where="--nproc")
+    return subprocess.Popen(train_command(recipe_path_or_run_dir, nproc, extra_args), **popen)
+
+
+def _stopped_by(code: int) -> int | None:
+    """The signal behind an exit code: -N from the OS, 128+N from a rank that unwound on SIGTERM."""
+    if code < 0:
+        return -code
+    return code - 128 if code - 128 in (signal.SIGTERM, signal.SIGINT) else None
+
+
+def describe_exit(code: int) -> str:
+    number = _stopped_by(code)
+    if number is None:
+        return f"exit code {code}"
+    try:
+        return f"stopped by {signal.Signals(number).name}"
+    except ValueError:
+        return f"stopped by signal {number}"
+
+
+def run_workers(nproc: int, args: Sequence[str]) -> None:
+    """Run `python ARGS` as `nproc` ranks on this machine under torchrun's elastic agent (what
+    `torchrun --standalone --nproc-per-node N` does), in this process. When any rank fails the
+    agent stops the others within a second, and this raises WorkerFailed naming the rank."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # One compute thread per core share, as torchrun sets it; oversubscribed cores crawl.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                          monitor_interval=0.5)
+    try:
+        elastic_launch(config, sys.executable)(*args)
+    except SignalException as exc:  # the agent passed the signal on to the ranks and stopped them
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise WorkerFailed(f"the training processes were stopped by {exc.sigval.name}",
+                           fix="a checkpointed run continues with `tunesmith train --resume RUN_DIR`",
+                           ) from None
+    except ChildFailedError as exc:
+        rank, failure = root_failure(exc.failures)
+        others = ", ".join(f"rank {r} ({describe_exit(f.exitcode)})"
+                           for r, f in sorted(exc.failures.items()) if r != rank)
+        also = f"; then stopped: {others}" if others else ""
+        raise WorkerFailed(
+            f"training process rank {rank} failed ({describe_exit(failure.exitcode)}){also}",
+            where=f"rank {rank}",
+            fix="see that rank's error above; a checkpointed run continues with "
+                "`tunesmith train --resume RUN_DIR --nproc N` (any N)") from None
+
+
+def root_failure(failures: dict[int, Any]) -> tuple[int, Any]:
+    """The rank that failed first. torchrun's agent stamps failures in whole seconds, so ties are
+    common; a rank it stopped with SIGTERM itself (after seeing another fail) is never the cause."""
+    return min(failures.items(), key=lambda item: (item[1].timestamp,
+                                                   _stopped_by(item[1].exitcode) == signal.SIGTERM, item[0]))
