@@ -73,6 +73,28 @@ class TrainingConfig(_Section):
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
 
 
+class PreferenceConfig(_Section):
+    """Preference optimisation (method: dpo) and reward-model training (method: reward)."""
+
+    loss: Literal["sigmoid", "ipo", "simpo"] = "sigmoid"
+    beta: PositiveFloat | Auto = Field("auto", description="auto: 0.1 (sigmoid, ipo) or 2.0 (simpo)")
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+    simpo_gamma: Annotated[float, Field(ge=0)] = 1.0
+    precompute_reference: bool = False
+
+
+class ReinforcementConfig(_Section):
+    """Reinforcement fine-tuning from graders (method: grpo)."""
+
+    group_size: Annotated[int, Field(ge=2)] = 8
+    graders: list[dict[str, Any]] = Field(default_factory=list)
+    kl_coef: Annotated[float, Field(ge=0)] = 0.0
+    clip_epsilon: PositiveFloat = 0.2
+    max_new_tokens: PositiveInt = 64
+    temperature: PositiveFloat = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
 class EvaluationConfig(_Section):
     enabled: bool = True
     data: str | None = Field(None, description="held-out file; defaults to the validation data")
@@ -95,6 +117,8 @@ class Recipe(_Section):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    reinforcement: ReinforcementConfig = Field(default_factory=ReinforcementConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
