@@ -1,0 +1,82 @@
+"""GRPO's parts that need no model: graders from configs, templates, group advantages,
+and the recipe sections of the preference and reinforcement methods."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.errors import RecipeError
+from tunesmith.recipe import ReinforcementConfig, load_recipe
+from tunesmith.train.objectives import make_objective
+from tunesmith.train.objectives.grpo import fill_template, group_advantages, make_graders
+
+ITEM = {"messages": [{"role": "user", "content": "2+2?"}], "answer": "4", "meta": {"unit": "Days"}}
+
+
+def check(operation: str, reference: str = "{{item.answer}}") -> dict:
+    return {"type": "string_check", "operation": operation, "input": "{{sample.output_text}}",
+            "reference": reference}
+
+
+def test_templates_read_the_sample_and_nested_item_fields() -> None:
+    template = "{{ sample.output_text }}/{{item.answer}}/{{item.meta.unit}}"
+    assert fill_template(template, "x", ITEM) == "x/4/Days"
+    assert fill_template("{{item.missing}}", "x", ITEM) == ""
+
+
+@pytest.mark.parametrize(("operation", "sample", "grade"), [
+    ("eq", "4", 1.0), ("eq", "4 ", 0.0), ("ne", "5", 1.0), ("ne", "4", 0.0),
+    ("like", "it is 4.", 1.0), ("like", "four", 0.0)])
+def test_string_check_operations(operation, sample, grade) -> None:
+    (grader,) = make_graders([check(operation)])
+    assert grader(sample, ITEM) == grade
+
+
+def test_ilike_ignores_case() -> None:
+    (grader,) = make_graders([check("ilike", "{{item.meta.unit}}")])
+    assert grader("within 3 DAYS", ITEM) == 1.0 and grader("soon", ITEM) == 0.0
+    (strict,) = make_graders([check("like", "{{item.meta.unit}}")])
+    assert strict("within 3 days", ITEM) == 0.0
+
+
+@pytest.mark.parametrize(("config", "where"), [
+    ({"type": "python", "source": "..."}, "reinforcement.graders[0].type"),
+    ({**check("eq"), "extra": 1}, "reinforcement.graders[0].extra"),
+    (check("regex"), "reinforcement.graders[0].operation"),
+    ({"type": "string_check", "operation": "eq", "input": "{{sample.output_text}}"},
+     "reinforcement.graders[0].reference"),
+    ({"type": "reward_model"}, "reinforcement.graders[0].path")])
+def test_bad_grader_configs_name_the_key(config, where) -> None:
+    with pytest.raises(RecipeError) as caught:
+        make_graders([config])
+    assert caught.value.where == where
+
+
+def test_group_advantages_are_relative_to_their_group() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    advantages = group_advantages(rewards)
+    std = torch.tensor([1.0, 0.0, 0.0, 1.0]).std()
+    torch.testing.assert_close(advantages[0], (rewards[0] - 0.5) / (std + 1e-4))
+    assert torch.equal(advantages[1], torch.zeros(4))  # a group graded alike teaches nothing
+
+
+def test_grpo_needs_graders() -> None:
+    with pytest.raises(RecipeError) as caught:
+        make_objective("grpo", 1024)
+    assert caught.value.where == "reinforcement.graders"
+    objective = make_objective("grpo", 1024, load_recipe(None, ["method=grpo", "reinforcement.graders=[" +
+                                                                   '{type: string_check, operation: eq, '
+                                                                   'input: a, reference: b}]']))
+    assert objective.name == "grpo" and len(objective.graders) == 1
+
+
+def test_recipe_sections_reject_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(RecipeError, match="did you mean 'beta'"):
+        load_recipe(None, ["preference.betta=0.2"])
+    with pytest.raises(RecipeError, match=r"preference\.loss"):
+        load_recipe(None, ["preference.loss=kto"])
+    with pytest.raises(RecipeError, match=r"reinforcement\.group_size"):
+        load_recipe(None, ["reinforcement.group_size=1"])
+    recipe = load_recipe(None, ["method=dpo", "preference.loss=simpo"])
+    assert recipe.preference.beta == "auto" and ReinforcementConfig().group_size == 8
