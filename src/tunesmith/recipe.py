@@ -199,6 +199,14 @@ def _anchor_paths(raw: dict[str, Any], folder: Path) -> None:
             value = Path(node[key]).expanduser()
             if not value.is_absolute():
                 node[key] = str(folder / value)
+    section = raw.get("reinforcement")
+    graders = section.get("graders") if isinstance(section, dict) else None
+    for grader in graders if isinstance(graders, list) else []:
+        # A reward-model grader's path, like data paths, is relative to the recipe file.
+        if isinstance(grader, dict) and isinstance(grader.get("path"), str):
+            value = Path(grader["path"]).expanduser()
+            if not value.is_absolute():
+                grader["path"] = str(folder / value)
 
 
 def _fields_at(loc: tuple[Any, ...]) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -41,6 +42,15 @@ def test_dpo_raises_held_out_reward_accuracy(assets_dir, tmp_path) -> None:
     resolved = RunDir(result.run_dir).read_recipe()
     assert resolved.preference.beta == 0.1
     assert (result.final_dir / "adapter_config.json").exists()
+
+    # The registry's held-out check of the saved model (reference: its adapter switched off)
+    # gives the numbers training reported for its final weights.
+    from tunesmith.store.heldout import heldout_losses
+
+    model = SimpleNamespace(recipe=resolved.model_dump(mode="json"), path=str(result.final_dir))
+    (again,) = heldout_losses(model, [assets_dir / "data" / "support_preference" / "validation.jsonl"])
+    for key in ("loss", "reward_accuracy", "reward_margin", "chosen_reward"):
+        assert again[key] == pytest.approx(last[key], rel=1e-3, abs=1e-4), key
 
 
 def test_reward_model_scores_preferred_answers_higher(assets_dir, tmp_path) -> None:

@@ -80,3 +80,12 @@ def test_recipe_sections_reject_unknown_keys_and_bad_values() -> None:
         load_recipe(None, ["reinforcement.group_size=1"])
     recipe = load_recipe(None, ["method=dpo", "preference.loss=simpo"])
     assert recipe.preference.beta == "auto" and ReinforcementConfig().group_size == 8
+
+
+def test_reward_model_grader_paths_are_relative_to_the_recipe(tmp_path) -> None:
+    recipe_file = tmp_path / "sub" / "recipe.yaml"
+    recipe_file.parent.mkdir()
+    recipe_file.write_text("method: grpo\nreinforcement:\n  graders:\n    - {type: reward_model, path: rm}\n"
+                           "    - {type: reward_model, path: /abs/rm}\n")
+    graders = load_recipe(recipe_file).reinforcement.graders
+    assert graders[0]["path"] == str(tmp_path / "sub" / "rm") and graders[1]["path"] == "/abs/rm"
