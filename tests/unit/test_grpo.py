@@ -89,3 +89,23 @@ def test_reward_model_grader_paths_are_relative_to_the_recipe(tmp_path) -> None:
                            "    - {type: reward_model, path: /abs/rm}\n")
     graders = load_recipe(recipe_file).reinforcement.graders
     assert graders[0]["path"] == str(tmp_path / "sub" / "rm") and graders[1]["path"] == "/abs/rm"
+
+
+def test_hosted_api_methods_map_onto_recipes() -> None:
+    from tunesmith.recipe import build_recipe
+    from tunesmith.train.methods import apply_api_method
+
+    raw = {"data": {"train": "t.jsonl"}}
+    dpo = build_recipe(apply_api_method(raw, {"type": "dpo", "dpo": {"hyperparameters": {
+        "beta": 0.2, "n_epochs": 2, "learning_rate_multiplier": 0.5}}}))
+    assert (dpo.method, dpo.preference.beta, dpo.training.epochs) == ("dpo", 0.2, 2)
+    assert dpo.training.learning_rate == pytest.approx(1e-4)
+    grader = check("eq")
+    rft = build_recipe(apply_api_method(raw, {"type": "reinforcement", "reinforcement": {
+        "grader": grader, "hyperparameters": {"reasoning_effort": "auto", "eval_interval": 3}}}))
+    assert rft.method == "grpo" and rft.reinforcement.graders == [grader] and rft.training.eval_every == 3
+    assert build_recipe(apply_api_method(raw, {"type": "supervised"})).method == "sft"
+    assert raw == {"data": {"train": "t.jsonl"}}
+    with pytest.raises(RecipeError) as caught:
+        apply_api_method(raw, {"type": "dpo", "dpo": {"hyperparameters": {"gamma": 1}}})
+    assert caught.value.where == "method.dpo.hyperparameters.gamma"

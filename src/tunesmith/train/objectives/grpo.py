@@ -180,7 +180,8 @@ class GroupRelativeObjective:
         """Overlong prompts are dropped (a cut prompt would lose its template's structure)."""
         if not isinstance(record, ReinforcementRecord):
             raise DataError(f"{record.format} examples cannot train method grpo", where=str(record.source),
-                            fix="give reinforcement rows: {messages: [...], <fields your graders read>}")
+                            fix="give reinforcement rows ({messages: [...], <fields your graders read>}); "
+                                "rows with messages only need data.format: reinforcement")
         ids = renderer.prompt_ids(record.messages, record.tools)
         if len(ids) > max_length:
             return None, False
