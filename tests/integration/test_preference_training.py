@@ -106,3 +106,41 @@ def test_grpo_raises_the_mean_grade(assets_dir, tmp_path) -> None:
     steps = [r for r in RunDir(result.run_dir).metrics() if r["type"] == "train"]
     assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6) and steps[-1]["kl"] > 0
     assert all(0 < r["completion_length"] <= 24 for r in steps)
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_full_dpo_resumes_against_the_untrained_reference(precompute, random_model_path, tmp_path) -> None:
+    """Under full fine-tuning the reference is a frozen copy (or precomputed log-probs) of
+    the base; a resumed run must take it from the base, not from the checkpoint it loads,
+    so its curve matches an uninterrupted run."""
+    rows = [{"prompt": f"Which colour is box {i}?", "chosen": f"Box {i} is red.", "rejected": "No idea."}
+            for i in range(24)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+
+    def recipe(name: str):
+        return load_recipe(None, [
+            f"base_model={random_model_path}", "method=dpo", "adapter.kind=full", f"data.train={data}",
+            "data.validation_split=0", f"output.dir={tmp_path}", f"output.name={name}",
+            "training.batch_size=4", "training.epochs=1", "training.learning_rate=0.001",
+            "training.warmup_ratio=0", "training.save_every=3",
+            f"preference.precompute_reference={str(precompute).lower()}"])
+
+    def curve(run_dir: Path) -> list[float]:
+        return [r["reward_margin"] for r in RunDir(run_dir).metrics() if r["type"] == "train"]
+
+    whole = train(recipe("whole"))
+    steps: list[int] = []
+
+    class Counter:
+        def report(self, record: dict) -> None:
+            steps.extend([record["step"]] if record["type"] == "train" else [])
+
+        def close(self) -> None:
+            pass
+
+    stopped = train(recipe("split"), reporters=[Counter()], should_stop=lambda: len(steps) >= 3)
+    assert stopped.status == "stopped"
+    resumed = train(recipe("split"))
+    assert resumed.status == "succeeded" and resumed.steps == whole.steps == 6
+    assert curve(resumed.run_dir) == pytest.approx(curve(whole.run_dir), rel=1e-4, abs=1e-6)
+    assert curve(whole.run_dir)[-1] > 0
