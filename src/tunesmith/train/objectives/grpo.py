@@ -212,25 +212,30 @@ class GroupRelativeObjective:
     # --- sampling, grading and the loss ---------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, model: torch.nn.Module, example: PromptExample,
-               device: torch.device | str) -> list[list[int]]:
-        """G completions of one prompt, each cut after its first end-of-turn token."""
+    def sample(self, model: torch.nn.Module, examples: list[PromptExample],
+               device: torch.device | str) -> list[list[list[int]]]:
+        """G completions of every prompt, each cut after its first end-of-turn token. The
+        prompts of a micro-batch are sampled together, left-padded."""
         config, tokenizer = self.config, self.tokenizer
-        prompt = torch.tensor([example.prompt_ids], device=device)
+        width = max(len(e.prompt_ids) for e in examples)
+        rows = [[tokenizer.pad_token_id] * (width - len(e.prompt_ids)) + e.prompt_ids for e in examples]
+        masks = [[0] * (width - len(e.prompt_ids)) + [1] * len(e.prompt_ids) for e in examples]
+        prompts, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
         was_training = model.training
         model.eval()
-        out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
+        out = model.generate(input_ids=prompts, attention_mask=mask, do_sample=True,
                              temperature=config.temperature, top_p=config.top_p, top_k=None,
                              max_new_tokens=config.max_new_tokens, num_return_sequences=config.group_size,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                              use_cache=True)
         model.train(was_training)
         completions = []
-        for row in out[:, prompt.shape[1]:].tolist():
+        for row in out[:, width:].tolist():
             if tokenizer.eos_token_id in row:
                 row = row[: row.index(tokenizer.eos_token_id) + 1]
             completions.append(row)
-        return completions
+        size = config.group_size  # generate() returns each prompt's samples next to each other
+        return [completions[i * size : (i + 1) * size] for i in range(len(examples))]
 
     def grade(self, text: str, item: dict[str, Any]) -> float:
         return sum(grader(text, item) for grader in self.graders) / len(self.graders)
@@ -238,8 +243,9 @@ class GroupRelativeObjective:
     def __call__(self, model: torch.nn.Module, batch: PromptBatch) -> tuple[torch.Tensor, dict[str, float]]:
         sequences: list[tuple[list[int], list[int]]] = []
         rewards = []
-        for example in batch.examples:
-            for completion in self.sample(model, example, batch.device):
+        groups = self.sample(model, batch.examples, batch.device)
+        for example, group in zip(batch.examples, groups, strict=True):
+            for completion in group:
                 text = self.tokenizer.decode(completion, skip_special_tokens=True)
                 rewards.append(self.grade(text, example.item))
                 prompt = example.prompt_ids
