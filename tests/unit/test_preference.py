@@ -196,3 +196,26 @@ def test_precomputed_reference_gives_the_same_loss(random_model_path, pairs) -> 
 def test_ipo_refuses_label_smoothing() -> None:
     with pytest.raises(RecipeError, match="label smoothing"):
         PreferenceObjective(PreferenceConfig(loss="ipo", label_smoothing=0.1))
+
+
+def test_reference_sees_through_a_process_wrapper_and_never_falls_back_silently(random_model_path) -> None:
+    from tunesmith.errors import ModelError
+    from tunesmith.train.objectives.reference import Reference
+
+    class Wrapper(torch.nn.Module):  # the shape of DistributedDataParallel: the model in .module
+        def __init__(self, module: torch.nn.Module):
+            super().__init__()
+            self.module = module
+
+    policy = lora_policy(random_model_path)
+    reference = Reference()
+    reference.attach(Wrapper(policy))
+    assert reference.frozen is None
+    ids = torch.tensor([[5, 9, 100, 7]])
+    base_logits = load_base(random_model_path)(input_ids=ids).logits
+    with reference.use(Wrapper(policy)) as ref:
+        assert ref is policy
+        torch.testing.assert_close(ref(input_ids=ids).logits, base_logits)  # the adapter is off inside
+    assert not torch.allclose(policy(input_ids=ids).logits, base_logits)
+    with pytest.raises(ModelError, match="no reference model"), Reference().use(load_base(random_model_path)):
+        pass

@@ -32,7 +32,7 @@ from tunesmith.data.render import Renderer
 from tunesmith.errors import DataError, RecipeError
 from tunesmith.recipe import ReinforcementConfig
 from tunesmith.train.logprobs import sequence_logprobs, token_logprobs
-from tunesmith.train.objectives.reference import Reference
+from tunesmith.train.objectives.reference import Reference, unwrap
 from tunesmith.train.objectives.sequences import collate_sequences
 
 Grader = Callable[[str, dict[str, Any]], float]
@@ -223,7 +223,7 @@ class GroupRelativeObjective:
         prompts, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
         was_training = model.training
         model.eval()
-        out = model.generate(input_ids=prompts, attention_mask=mask, do_sample=True,
+        out = unwrap(model).generate(input_ids=prompts, attention_mask=mask, do_sample=True,
                              temperature=config.temperature, top_p=config.top_p, top_k=None,
                              max_new_tokens=config.max_new_tokens, num_return_sequences=config.group_size,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -153,13 +153,14 @@ class PreferenceObjective:
         lengths = [len(e) for e in examples]
         for micro in pack_indices(range(len(examples)), lengths, budget):
             part = [examples[i] for i in micro]
-            values = self._reference_logps(model, collate_pairs(part).to(device)).tolist()
+            values = self._reference_logps(model, collate_pairs(part).to(device), untrained=True).tolist()
             for index, example in enumerate(part):
                 example.reference = (values[2 * index], values[2 * index + 1])
         model.train(was_training)
 
-    def _reference_logps(self, model: torch.nn.Module, batch: SequenceBatch) -> torch.Tensor:
-        with self.reference.use(model) as ref:
+    def _reference_logps(self, model: torch.nn.Module, batch: SequenceBatch,
+                         untrained: bool = False) -> torch.Tensor:
+        with self.reference.use(model, untrained) as ref:
             return sequence_logprobs(ref, batch.input_ids, batch.labels, batch.position_ids, batch.token_seq,
                                      batch.num_seqs, self.chunk_tokens).total
 

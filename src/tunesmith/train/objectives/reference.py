@@ -14,11 +14,19 @@ from contextlib import contextmanager
 
 import torch
 
+from tunesmith.errors import ModelError
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel-style wrapper (`.module`), else the model."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
 
 def has_adapter(model: torch.nn.Module) -> bool:
     from peft import PeftModel
 
-    return isinstance(model, PeftModel)
+    return isinstance(unwrap(model), PeftModel)
 
 
 class Reference:
@@ -28,17 +36,20 @@ class Reference:
     def attach(self, model: torch.nn.Module) -> None:
         """Keep what is needed to run the reference later, while `model` still is the base."""
         if not has_adapter(model):
-            self.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+            self.frozen = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
 
     @contextmanager
-    def use(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-        """The module to run as the reference, under no_grad. Without `attach` and without
-        an adapter, `model` itself is the reference (it has not been trained yet)."""
+    def use(self, model: torch.nn.Module, untrained: bool = False) -> Iterator[torch.nn.Module]:
+        """The module to run as the reference, under no_grad. `untrained=True` says `model`
+        has not been trained yet, so without an adapter it is its own reference."""
         with torch.no_grad():
             if self.frozen is not None:
                 yield self.frozen
             elif has_adapter(model):
-                with model.disable_adapter():
-                    yield model
-            else:
+                with unwrap(model).disable_adapter():
+                    yield unwrap(model)
+            elif untrained:
                 yield model
+            else:
+                raise ModelError("no reference model: full fine-tuning needs a frozen copy taken before "
+                                 "training (Reference.attach) or precomputed reference log-probabilities")

@@ -46,9 +46,12 @@ def collate_sequences(sequences: Sequence[tuple[Sequence[int], Sequence[int]]]) 
         offset = len(ids)
         ids += seq_ids
         positions += range(len(seq_ids))
+        # The first token of a sequence is never trained: in a packed row nothing before it is its own.
         trained = [t for t, m in enumerate(mask) if m and t > 0]
-        labels += [tok if m and t > 0 else IGNORE_INDEX for t, (tok, m) in enumerate(zip(seq_ids, mask,
-                                                                                           strict=True))]
+        row_labels = [IGNORE_INDEX] * len(seq_ids)
+        for t in trained:
+            row_labels[t] = seq_ids[t]
+        labels += row_labels
         token_seq += [index] * len(trained)
         last.append(offset + (trained[-1] if trained else len(seq_ids) - 1))
     return SequenceBatch(torch.tensor([ids]), torch.tensor([positions]), torch.tensor([labels]),
