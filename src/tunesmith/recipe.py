@@ -73,6 +73,20 @@ class TrainingConfig(_Section):
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
 
 
+class EvaluationConfig(_Section):
+    enabled: bool = True
+    data: str | None = Field(None, description="held-out file; defaults to the validation data")
+    baselines: list[Literal["base", "fewshot", "retrieval"]] = Field(default_factory=lambda: ["base"])
+    few_shot_k: PositiveInt = 3
+    forgetting: str | None = None
+    max_new_tokens: PositiveInt = 128
+
+
+class OutputConfig(_Section):
+    dir: str = "runs"
+    name: str | None = None
+
+
 class PreferenceConfig(_Section):
     """Preference optimisation (method: dpo) and reward-model training (method: reward)."""
 
@@ -93,20 +107,6 @@ class ReinforcementConfig(_Section):
     max_new_tokens: PositiveInt = 64
     temperature: PositiveFloat = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-
-
-class EvaluationConfig(_Section):
-    enabled: bool = True
-    data: str | None = Field(None, description="held-out file; defaults to the validation data")
-    baselines: list[Literal["base", "fewshot", "retrieval"]] = Field(default_factory=lambda: ["base"])
-    few_shot_k: PositiveInt = 3
-    forgetting: str | None = None
-    max_new_tokens: PositiveInt = 128
-
-
-class OutputConfig(_Section):
-    dir: str = "runs"
-    name: str | None = None
 
 
 class Recipe(_Section):
