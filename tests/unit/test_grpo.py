@@ -109,3 +109,28 @@ def test_hosted_api_methods_map_onto_recipes() -> None:
     with pytest.raises(RecipeError) as caught:
         apply_api_method(raw, {"type": "dpo", "dpo": {"hyperparameters": {"gamma": 1}}})
     assert caught.value.where == "method.dpo.hyperparameters.gamma"
+
+
+def test_clipped_token_loss_follows_the_grpo_formula() -> None:
+    """Against the formula written out per token, including where the clip stops the gradient."""
+    from tunesmith.train.objectives.grpo import clipped_token_loss
+
+    logp = torch.tensor([-1.0, -2.0, -0.5, -3.0], requires_grad=True)
+    sampling = torch.tensor([-1.0, -2.5, -0.2, -2.0])  # ratios 1, e^0.5, e^-0.3, e^-1
+    ref = torch.tensor([-1.2, -2.0, -0.1, -2.5])
+    advantage = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    loss, kl = clipped_token_loss(logp, sampling, ref, advantage, 0.2, 0.1)
+    expected = []
+    rows = zip(logp.tolist(), sampling.tolist(), ref.tolist(), advantage.tolist(), strict=True)
+    for lp, old, rf, adv in rows:
+        rho = torch.exp(torch.tensor(lp - old))
+        surrogate = min(rho * adv, min(max(rho, 0.8), 1.2) * adv)
+        d = rf - lp
+        expected.append(-surrogate + 0.1 * (torch.exp(torch.tensor(d)) - d - 1))
+    torch.testing.assert_close(loss.detach(), torch.stack(expected).float())
+    assert kl[1] == 0.0 and kl[0] > 0
+    loss.sum().backward()
+    # rho = e^0.5 > 1.2 with A > 0, rho = e^-0.3 and e^-1 < 0.8 with A < 0: clipped, only KL pulls.
+    kl_grad = 0.1 * (1 - torch.exp(ref - logp.detach()))
+    torch.testing.assert_close(logp.grad[1:], kl_grad[1:])
+    assert abs(logp.grad[0] - (-1.0 + kl_grad[0])) < 1e-6  # rho = 1: the plain policy gradient -A

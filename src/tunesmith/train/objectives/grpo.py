@@ -158,6 +158,20 @@ def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return (rewards - rewards.mean(dim=1, keepdim=True)) / (rewards.std(dim=1, keepdim=True) + ADVANTAGE_EPS)
 
 
+def clipped_token_loss(logp: torch.Tensor, sampling_logp: torch.Tensor, ref_logp: torch.Tensor | None,
+                       advantage: torch.Tensor, clip_epsilon: float,
+                       kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token GRPO loss -min(rho A, clip(rho) A) + kl_coef KL, and the KL estimate itself."""
+    ratio = torch.exp(logp - sampling_logp)
+    clipped = ratio.clamp(1 - clip_epsilon, 1 + clip_epsilon)
+    loss = -torch.min(ratio * advantage, clipped * advantage)
+    if ref_logp is None:
+        return loss, torch.zeros_like(loss)
+    delta = ref_logp - logp
+    kl = torch.exp(delta) - delta - 1
+    return loss + kl_coef * kl, kl
+
+
 class GroupRelativeObjective:
     name = "grpo"
     head = "causal_lm"
@@ -262,17 +276,14 @@ class GroupRelativeObjective:
         policy = sequence_logprobs(model, packed.input_ids, packed.labels, packed.position_ids,
                                    packed.token_seq, packed.num_seqs, self.chunk_tokens)
         advantage = group_advantages(reward).flatten().to(policy.tokens.device)[packed.token_seq]
-        ratio = torch.exp(policy.tokens - policy.tokens.detach())
-        eps = self.config.clip_epsilon
-        per_token = -torch.min(ratio * advantage, ratio.clamp(1 - eps, 1 + eps) * advantage)
-        kl = torch.zeros_like(per_token)
+        ref_logp = None
         if self.config.kl_coef:
             with self.reference.use(model) as ref:
                 ref_logp = token_logprobs(ref, packed.input_ids, packed.labels, packed.position_ids,
                                           self.chunk_tokens)
-            delta = ref_logp - policy.tokens
-            kl = torch.exp(delta) - delta - 1
-            per_token = per_token + self.config.kl_coef * kl
+        # Sampled from the weights being trained: the sampling log-probs are the policy's, detached.
+        per_token, kl = clipped_token_loss(policy.tokens, policy.tokens.detach(), ref_logp, advantage,
+                                           self.config.clip_epsilon, self.config.kl_coef)
         count = policy.count.clamp(min=1)
         per_seq = torch.zeros_like(policy.total).index_add(0, packed.token_seq, per_token) / count
         kl_seq = torch.zeros_like(policy.total).index_add(0, packed.token_seq, kl.detach()) / count
