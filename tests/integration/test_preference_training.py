@@ -144,3 +144,21 @@ def test_full_dpo_resumes_against_the_untrained_reference(precompute, random_mod
     assert resumed.status == "succeeded" and resumed.steps == whole.steps == 6
     assert curve(resumed.run_dir) == pytest.approx(curve(whole.run_dir), rel=1e-4, abs=1e-6)
     assert curve(whole.run_dir)[-1] > 0
+
+
+def test_fully_fine_tuned_reward_model_loads_as_a_scorer(random_model_path, tmp_path) -> None:
+    from tunesmith.train.objectives.reward import load_reward_scorer
+
+    rows = [{"prompt": f"Rate box {i}.", "chosen": "A fine box.", "rejected": "Bad."} for i in range(8)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    result = train(load_recipe(None, [
+        f"base_model={random_model_path}", "method=reward", "adapter.kind=full", f"data.train={data}",
+        "data.validation_split=0", f"output.dir={tmp_path}", "training.batch_size=4",
+        "training.max_steps=2"]))
+    config = json.loads((result.final_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"]
+    assert len(config["id2label"]) == 1  # one output: a scalar score
+    score = load_reward_scorer(result.final_dir)
+    item = {"messages": [{"role": "user", "content": "Rate box 1."}]}
+    assert 0.0 < score("A fine box.", item) < 1.0
+    assert score("A fine box.", item) != score("Bad.", item)

@@ -43,9 +43,9 @@ def pairs(random_model_path: Path) -> list[PairExample]:
     return out
 
 
-def lora_policy(path: Path) -> torch.nn.Module:
-    """LoRA on the base with non-zero adapter weights, so policy and reference differ."""
-    model = apply_adapter(load_base(path), AdapterConfig(dropout=0.0, rank=4))
+def lora_policy(path: Path, kind: str = "lora") -> torch.nn.Module:
+    """LoRA (or DoRA) on the base with non-zero adapter weights, so policy and reference differ."""
+    model = apply_adapter(load_base(path), AdapterConfig(kind=kind, dropout=0.0, rank=4))
     torch.manual_seed(3)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -198,7 +198,8 @@ def test_ipo_refuses_label_smoothing() -> None:
         PreferenceObjective(PreferenceConfig(loss="ipo", label_smoothing=0.1))
 
 
-def test_reference_sees_through_a_process_wrapper_and_never_falls_back_silently(random_model_path) -> None:
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_reference_sees_through_wrappers_and_never_falls_back_silently(kind, random_model_path) -> None:
     from tunesmith.errors import ModelError
     from tunesmith.train.objectives.reference import Reference
 
@@ -207,7 +208,7 @@ def test_reference_sees_through_a_process_wrapper_and_never_falls_back_silently(
             super().__init__()
             self.module = module
 
-    policy = lora_policy(random_model_path)
+    policy = lora_policy(random_model_path, kind)
     reference = Reference()
     reference.attach(Wrapper(policy))
     assert reference.frozen is None
