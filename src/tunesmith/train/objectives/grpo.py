@@ -237,11 +237,11 @@ class GroupRelativeObjective:
         prompts, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
         was_training = model.training
         model.eval()
-        out = unwrap(model).generate(input_ids=prompts, attention_mask=mask, do_sample=True,
-                             temperature=config.temperature, top_p=config.top_p, top_k=None,
-                             max_new_tokens=config.max_new_tokens, num_return_sequences=config.group_size,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                             use_cache=True)
+        out = unwrap(model).generate(
+            input_ids=prompts, attention_mask=mask, do_sample=True, temperature=config.temperature,
+            top_p=config.top_p, top_k=None, max_new_tokens=config.max_new_tokens,
+            num_return_sequences=config.group_size, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, use_cache=True)
         model.train(was_training)
         completions = []
         for row in out[:, width:].tolist():
