@@ -75,6 +75,13 @@ def test_reward_model_scores_preferred_answers_higher(assets_dir, tmp_path) -> N
         assert 0.0 <= rejected <= 1.0 and 0.0 <= chosen <= 1.0
         right += chosen > rejected
     assert right / len(rows) == pytest.approx(last["reward_accuracy"])
+    from tunesmith.store.heldout import heldout_losses
+
+    stored = SimpleNamespace(recipe=RunDir(result.run_dir).read_recipe().model_dump(mode="json"),
+                             path=str(result.final_dir))
+    (again,) = heldout_losses(stored, [assets_dir / "data" / "support_preference" / "validation.jsonl"])
+    assert again["reward_accuracy"] == pytest.approx(last["reward_accuracy"])
+    assert again["loss"] == pytest.approx(last["loss"], rel=1e-4)
     (grader,) = make_graders([{"type": "reward_model", "path": str(result.run_dir)}])
     item = {"messages": rows[0]["input"]["messages"]}
     assert grader("Hi!", item) == pytest.approx(scorer("Hi!", item))
@@ -144,6 +151,15 @@ def test_full_dpo_resumes_against_the_untrained_reference(precompute, random_mod
     assert resumed.status == "succeeded" and resumed.steps == whole.steps == 6
     assert curve(resumed.run_dir) == pytest.approx(curve(whole.run_dir), rel=1e-4, abs=1e-6)
     assert curve(whole.run_dir)[-1] > 0
+
+    # The registry's held-out check measures the saved full model against the base (were the
+    # saved model its own reference, every reward would be exactly 0).
+    from tunesmith.store.heldout import heldout_losses
+
+    stored = SimpleNamespace(recipe=RunDir(whole.run_dir).read_recipe().model_dump(mode="json"),
+                             path=str(whole.final_dir))
+    (again,) = heldout_losses(stored, [data])
+    assert again["reward_margin"] > 0 and again["chosen_reward"] != 0 and again["pairs"] == 24
 
 
 def test_fully_fine_tuned_reward_model_loads_as_a_scorer(random_model_path, tmp_path) -> None:

@@ -19,12 +19,12 @@ def model_target(model: Model) -> str:
 
 
 def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> list[dict[str, float]]:
-    """Loss, token accuracy and perplexity of `model` on each dataset (the model loaded once)."""
+    """The training objective's held-out metrics of `model` on each dataset (loss, token
+    accuracy and perplexity for SFT; rewards and reward accuracy for preference methods)."""
     import torch
 
     from tunesmith.data.load import load_dataset
     from tunesmith.data.render import Renderer
-    from tunesmith.model.inference import load_trained
     from tunesmith.recipe import build_recipe
     from tunesmith.train.loop import evaluate, pick_device
     from tunesmith.train.objectives import make_objective
@@ -33,11 +33,29 @@ def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> l
     data_cfg = recipe.get("data") or {}
     training = recipe.get("training") or {}
     method = recipe.get("method", "sft")
-    loaded = load_trained(model_target(model), device)
-    renderer = Renderer(loaded.tokenizer, data_cfg.get("loss_on", "assistant"))
+    if method == "reward":
+        from tunesmith.train.objectives.reward import load_reward_model
+
+        network, tokenizer = load_reward_model(model_target(model), device)
+    else:
+        from tunesmith.model.inference import load_trained
+
+        loaded = load_trained(model_target(model), device)
+        network, tokenizer = loaded.model, loaded.tokenizer
+    renderer = Renderer(tokenizer, data_cfg.get("loss_on", "assistant"))
+    # The reference is measured live here: precomputing it would measure the trained model.
+    live = {**recipe, "preference": {**(recipe.get("preference") or {}), "precompute_reference": False}}
     objective = make_objective(method, int(training.get("loss_chunk_tokens", 1024)),
-                               build_recipe(recipe) if method != "sft" else None)
+                               build_recipe(live) if method != "sft" else None)
     target = pick_device(device)
+    # A preference model's reference is its base: the loaded adapter switched off, or the
+    # base model itself after full fine-tuning (prepare copies the loaded model; replace it).
+    objective.prepare(network, tokenizer, [], 0, target)
+    if getattr(getattr(objective, "reference", None), "frozen", None) is not None:
+        from tunesmith.model.loading import load_model, resolve_model
+
+        base = load_model(resolve_model(recipe["base_model"]), dtype=torch.float32)
+        objective.reference.frozen = base.to(target).eval().requires_grad_(False)
     results = []
     for data in datasets:
         examples = []
@@ -47,13 +65,5 @@ def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> l
             if fitted is not None:
                 examples.append(fitted)
         budget = max(max((len(e) for e in examples), default=1), 4096)
-        # A preference model's reference is its base: the loaded adapter switched off, or
-        # the base model itself after full fine-tuning.
-        objective.prepare(loaded.model, loaded.tokenizer, [], budget, target)
-        if getattr(getattr(objective, "reference", None), "frozen", None) is not None:
-            from tunesmith.model.loading import load_model, resolve_model
-
-            base = load_model(resolve_model(recipe["base_model"]), dtype=torch.float32)
-            objective.reference.frozen = base.to(target).eval().requires_grad_(False)
-        results.append(evaluate(loaded.model, objective, examples, budget, target))
+        results.append(evaluate(network, objective, examples, budget, target))
     return results
