@@ -220,3 +220,28 @@ def test_reference_sees_through_wrappers_and_never_falls_back_silently(kind, ran
     assert not torch.allclose(policy(input_ids=ids).logits, base_logits)
     with pytest.raises(ModelError, match="no reference model"), Reference().use(load_base(random_model_path)):
         pass
+
+
+def test_methods_refuse_data_of_another_shape_naming_the_line(random_model_path) -> None:
+    from tunesmith.data.records import ChatRecord, ReinforcementRecord
+    from tunesmith.errors import DataError
+    from tunesmith.recipe import ReinforcementConfig
+    from tunesmith.train.objectives.grpo import GroupRelativeObjective
+    from tunesmith.train.objectives.preference import render_pair
+
+    renderer = Renderer(AutoTokenizer.from_pretrained(random_model_path))
+    chat = ChatRecord([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+                      Source("chat.jsonl", 7))
+    with pytest.raises(DataError) as caught:
+        render_pair(renderer, chat, 512, "truncate")
+    assert caught.value.where == "chat.jsonl:7" and "preference" in caught.value.fix
+    grpo = GroupRelativeObjective(ReinforcementConfig(graders=[
+        {"type": "string_check", "operation": "eq", "input": "{{sample.output_text}}", "reference": "x"}]))
+    with pytest.raises(DataError) as caught:
+        grpo.render_example(renderer, chat, 512, "truncate")
+    assert caught.value.where == "chat.jsonl:7" and "data.format: reinforcement" in caught.value.fix
+    prompt = ReinforcementRecord([{"role": "user", "content": "Hi " * 50}], Source("rl.jsonl", 2), {"x": 1})
+    example, _ = grpo.render_example(renderer, prompt, 512, "truncate")
+    assert example is not None and example.item == {"x": 1, "messages": prompt.messages}
+    assert len(example) == 8 * (len(example.prompt_ids) + 64)
+    assert grpo.render_example(renderer, prompt, 10, "truncate") == (None, False)  # overlong prompts drop
