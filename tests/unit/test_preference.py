@@ -45,8 +45,8 @@ def pairs(random_model_path: Path) -> list[PairExample]:
 
 def lora_policy(path: Path, kind: str = "lora") -> torch.nn.Module:
     """LoRA (or DoRA) on the base with non-zero adapter weights, so policy and reference differ."""
+    torch.manual_seed(3)  # the adapter's own initialisation too, whatever ran before
     model = apply_adapter(load_base(path), AdapterConfig(kind=kind, dropout=0.0, rank=4))
-    torch.manual_seed(3)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -115,8 +115,9 @@ def test_loss_metrics_and_gradients_match_the_papers(settings, random_model_path
     if settings["loss"] == "sigmoid":  # the fixed batch holds pairs ranked right and wrong
         assert 0 < expected["reward_accuracy"] < len(pairs)
     for name, param in policy.named_parameters():
-        if param.requires_grad:
-            torch.testing.assert_close(ours[name], param.grad, rtol=1e-3, atol=1e-5)
+        if param.requires_grad:  # float32 sums in another order: tolerance relative to the gradient's scale
+            scale = float(param.grad.abs().max())
+            torch.testing.assert_close(ours[name], param.grad, rtol=1e-3, atol=1e-4 * scale + 1e-7)
 
 
 def test_token_logprobs_of_a_packed_row_and_their_gradients(random_model_path, pairs) -> None:
@@ -139,7 +140,8 @@ def test_token_logprobs_of_a_packed_row_and_their_gradients(random_model_path, p
     (expected_t * weights).sum().backward()
     torch.testing.assert_close(logp.detach(), expected_t.detach(), rtol=1e-4, atol=1e-5)
     for name, param in model.named_parameters():
-        torch.testing.assert_close(ours[name], param.grad, rtol=1e-3, atol=1e-5)
+        scale = float(param.grad.abs().max())
+        torch.testing.assert_close(ours[name], param.grad, rtol=1e-3, atol=1e-4 * scale + 1e-7)
 
 
 def _embedding_storages(objective: PreferenceObjective, model: torch.nn.Module,
