@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import tunesmith
 from tests.conftest import colour_chats, write_jsonl
 from tunesmith.errors import DataError, ModelError, RecipeError
 from tunesmith.recipe import load_recipe
@@ -210,7 +211,9 @@ def test_resume_after_sigkill_reproduces_the_curve(random_model_path, colour_dat
     killed_dir = tmp_path / "killed"
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, *args, f"output.dir={tmp_path}", "output.name=killed"],
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        # The child runs the same tunesmith as this process, not whichever one is installed.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tunesmith.__file__).parents[1]),
+                                                          os.getcwd()])},
     )
     deadline = time.time() + 120
     while time.time() < deadline and not any(
