@@ -21,11 +21,14 @@ COMMAND_MODULES = (
     "tunesmith.commands.train",
     "tunesmith.commands.quickstart",
     "tunesmith.commands.chat",
+    "tunesmith.commands.evaluate",
+    "tunesmith.commands.report",
     "tunesmith.commands.runs",
     "tunesmith.commands.models",
     "tunesmith.commands.datasets",
     "tunesmith.commands.lineage",
     "tunesmith.commands.retrain",
+    "tunesmith.commands.export",
 )
 
 

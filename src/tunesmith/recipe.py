@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from tunesmith.errors import RecipeError
 
@@ -24,6 +24,8 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
 BUNDLED_MODEL = "tunesmith/tiny-chat"
+BUNDLED_PREFIX = "tunesmith/"
+"""Names under tunesmith/ are bundled assets, never paths relative to a recipe file."""
 
 
 class _Section(BaseModel):
@@ -74,12 +76,41 @@ class TrainingConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    enabled: bool = True
+    """What `tunesmith eval` measures, and whether it runs by itself after training.
+
+    Grader definitions are checked when the recipe is read (docs/evaluation.md)."""
+
+    enabled: bool = Field(False, description="evaluate automatically at the end of a successful run")
     data: str | None = Field(None, description="held-out file; defaults to the validation data")
     baselines: list[Literal["base", "fewshot", "retrieval"]] = Field(default_factory=lambda: ["base"])
+    graders: list[dict[str, Any]] | None = Field(
+        None, description="grader definitions; null: ROUGE-L and token F1 against the reference reply")
     few_shot_k: PositiveInt = 3
-    forgetting: str | None = None
+    retrieval_k: PositiveInt = 3
+    max_examples: PositiveInt | None = Field(200, description="held-out examples generated and graded")
     max_new_tokens: PositiveInt = 128
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    stop: list[str] = Field(default_factory=list)
+    forgetting: str | None = Field(None, description="general reference set; 'tunesmith/general' is bundled")
+    forgetting_threshold: PositiveFloat = Field(0.10, description="largest allowed relative loss increase")
+    forgetting_graders: list[dict[str, Any]] | None = Field(
+        None, description="graders for a chat reference set; a score drop past the threshold fails too")
+    bootstrap_samples: PositiveInt = 1000
+    bootstrap_seed: int = 0
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    worst_examples: PositiveInt = 5
+    max_train_examples: PositiveInt | None = Field(
+        1000, description="training examples scored for the highest-final-loss list")
+
+    @field_validator("graders", "forgetting_graders")
+    @classmethod
+    def _check_graders(cls, value: list[dict[str, Any]] | None, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        from tunesmith.evaluate.graders import check_graders
+
+        check_graders(value, f"evaluation.{info.field_name}")
+        return value
 
 
 class OutputConfig(_Section):
@@ -195,7 +226,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _anchor_paths(raw: dict[str, Any], folder: Path) -> None:
     for section, key in PATH_KEYS:
         node = raw.get(section)
-        if isinstance(node, dict) and isinstance(node.get(key), str):
+        if isinstance(node, dict) and isinstance(node.get(key), str) \
+                and not node[key].startswith(BUNDLED_PREFIX):
             value = Path(node[key]).expanduser()
             if not value.is_absolute():
                 node[key] = str(folder / value)

@@ -90,7 +90,8 @@ def test_bad_recipe_value_is_reported_with_the_key(tmp_path: Path, capsys) -> No
 def test_quickstart_runs_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["quickstart", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "held-out loss" in out and "tunesmith chat" in out
+    assert "held-out loss" in out and "tunesmith chat" in out and "verdict:" in out
+    assert "report.html" in out
     run_dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(run_dirs) == 1 and (run_dirs[0] / "final" / "adapter_config.json").exists()
     from tunesmith.train.run import RunDir

@@ -83,6 +83,9 @@ def run_show(args: argparse.Namespace) -> int:
         changes = "; ".join(f"{c['dataset']} {c['parent_loss']:.4f} -> {c['child_loss']:.4f} "
                             f"({c['change']:+.1%})" for c in guard["comparisons"])
         table.add_row("[bold]retrain guard[/]", f"{verdict} (limit {guard['max_regression']:.0%}): {changes}")
+    report = model.evaluation.get("report")
+    if report:
+        table.add_row("[bold]evaluation[/]", f"{report.get('status')}: " + "; ".join(report.get("lines", [])))
     console.print(table)
     return 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,3 +140,51 @@ def stream_reply(loaded: LoadedModel, messages: list[Message], max_new_tokens: i
 
 def reply(loaded: LoadedModel, messages: list[Message], **kwargs: Any) -> str:
     return "".join(stream_reply(loaded, messages, **kwargs))
+
+
+GENERATION_BATCH = 16
+"""Conversations generated together; prompts are sorted by length first so a batch pads little."""
+
+
+def generate_replies(loaded: LoadedModel, conversations: Sequence[list[Message]], *,
+                     max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                     stop: Sequence[str] = (), seed: int | None = None, n: int = 1) -> list[list[str]]:
+    """`n` replies to each conversation, in order: greedy when temperature is 0, sampled otherwise.
+
+    Prompts go through the model's chat template and are left-padded into batches, so each
+    reply continues right where its prompt ends. A reply is cut before the first stop
+    sequence (which is not included, as in OpenAI's API). With a seed, sampling is
+    repeatable and the caller's global random state is left as it was.
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    tokenizer, model = loaded.tokenizer, loaded.model
+    prompts = [loaded.renderer.prompt_ids(list(messages)) for messages in conversations]
+    kwargs = _generation_kwargs(loaded, max_new_tokens, temperature, top_p)
+    stops = [s for s in stop if s]
+    if stops:
+        kwargs.update(stop_strings=stops, tokenizer=tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    replies: list[list[str]] = [[] for _ in prompts]
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(seed)
+        for start in range(0, len(order), GENERATION_BATCH):
+            chunk = order[start : start + GENERATION_BATCH]
+            width = max(len(prompts[i]) for i in chunk)
+            ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk],
+                               device=model.device)
+            mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk],
+                                device=model.device)
+            out = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=n, **kwargs)
+            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            for row, text in enumerate(texts):
+                replies[chunk[row // n]].append(_cut_at_stop(text, stops))
+    return replies
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cuts = [text.find(s) for s in stops if s in text]
+    return text[: min(cuts)] if cuts else text

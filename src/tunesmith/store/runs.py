@@ -92,6 +92,16 @@ def summarise_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def read_report_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of the run's evaluation report (tunesmith eval), when it has one."""
+    file = run_dir / "report.json"
+    try:
+        summary = json.loads(file.read_text(encoding="utf-8")).get("summary") if file.exists() else None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     folder = run_dir / "checkpoints"
     if not folder.is_dir():
@@ -125,6 +135,9 @@ def register_run(registry: Registry, run_dir: str | Path, *, job_id: str | None 
                             fix="finish it with `tunesmith train --resume RUN_DIR` first")
     records = read_metrics(path)
     summary = summarise_metrics(records)
+    report = read_report_summary(path)
+    if report is not None:
+        summary["report"] = report
     job = registry.job(job_id) if job_id else registry.job_for_run_dir(path)
     if job is not None:
         existing = model_for_job(registry, job.id)

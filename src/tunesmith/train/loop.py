@@ -319,6 +319,10 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
                     best_step=progress.best_step, best_validation_loss=progress.best_loss,
                     best_checkpoint=best_checkpoint, tokens_seen=progress.tokens_seen,
                     early_stopped=status == "stopped_early", finished=time.time())
+    if final_dir is not None and resolved.evaluation.enabled:  # before "end": the report joins the model
+        from tunesmith.evaluate.runner import evaluate_after_training
+
+        evaluate_after_training(run.path, reporter.report, str(device))
     reporter.report({"type": "end", "step": progress.step, "status": status,
                      "final_dir": str(final_dir) if final_dir else None})
     reporter.close()

@@ -1,0 +1,168 @@
+"""`tunesmith eval RUN_DIR|MODEL --data HELDOUT.jsonl`: is the tuned model better than the
+base model, than a few-shot prompt and than retrieval, and what did it forget?"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a tuned model against baselines; write report.json and report.html",
+        description="Held-out loss and graded replies of the tuned model, the base model zero-shot, "
+                    "with few-shot examples and with retrieved examples; a forgetting probe; the "
+                    "worst examples. Settings come from the run's recipe (evaluation.*), then flags.")
+    parser.add_argument("model", help="run directory, adapter folder, or registered model name/id/alias")
+    parser.add_argument("--data", help="held-out file (default: evaluation.data or the run's validation)")
+    parser.add_argument("--baseline", help="comma-separated: base,fewshot,retrieval (default: recipe's)")
+    parser.add_argument("--forgetting", metavar="REFERENCE",
+                        help="general reference set ('tunesmith/general' is bundled)")
+    parser.add_argument("--threshold", type=float, help="largest allowed relative loss increase on it")
+    parser.add_argument("--train", help="training file for few-shot and retrieval (default: the run's)")
+    parser.add_argument("--base", help="base model (default: the run's or the adapter's)")
+    parser.add_argument("--graders", help="YAML or JSON file holding a list of grader definitions")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="any evaluation setting, e.g. --set max_new_tokens=64")
+    parser.add_argument("--out", help="folder for the report (default: the run directory)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--check", action="store_true", help="exit with status 1 when the verdict is red")
+    parser.set_defaults(handler=run)
+
+
+def resolve_target(ref: str) -> tuple[str, Any]:
+    """A path as given, else a registered model (its run directory or adapter folder)."""
+    if Path(ref).exists():
+        return ref, None
+    from tunesmith.errors import TunesmithError
+    from tunesmith.store import open_registry
+    from tunesmith.store.heldout import model_target
+
+    try:
+        model = open_registry().model(ref)
+    except TunesmithError as exc:
+        raise TunesmithError(f"'{ref}' is not a folder and not a registered model ({exc.message})",
+                             fix="give a run directory, an adapter folder, or see `tunesmith models list`") \
+            from None
+    return model_target(model), model
+
+
+def settings_for(target_dir: str, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The run's evaluation section (if any) with the command's flags applied on top."""
+    from tunesmith.evaluate.models import target_of
+    from tunesmith.recipe import apply_override, build_recipe
+
+    target = target_of(target_dir, args.train, args.base)
+    raw = {"evaluation": dict(target.recipe.get("evaluation") or {})}
+    section = raw["evaluation"]
+    if args.baseline:
+        section["baselines"] = [b.strip() for b in args.baseline.split(",") if b.strip()]
+    if args.forgetting:
+        section["forgetting"] = args.forgetting
+    if args.threshold is not None:
+        section["forgetting_threshold"] = args.threshold
+    if args.graders:
+        section["graders"] = _read_graders(Path(args.graders))
+    for override in args.overrides:
+        key = override if override.startswith("evaluation.") else f"evaluation.{override}"
+        apply_override(raw, key)
+    recipe = build_recipe(raw, origin="eval settings")
+    return target, recipe.evaluation
+
+
+def _read_graders(path: Path) -> Any:
+    import yaml
+
+    from tunesmith.errors import RecipeError
+
+    if not path.exists():
+        raise RecipeError(f"grader file not found: {path}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML reads JSON too
+    if isinstance(data, dict) and "graders" in data:
+        data = data["graders"]
+    if not isinstance(data, list):
+        raise RecipeError("a grader file holds a list of grader definitions", where=str(path))
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunesmith.commands.console import console, err_console
+    from tunesmith.errors import DataError
+    from tunesmith.evaluate.runner import evaluate_model
+    from tunesmith.train.loop import pick_device
+
+    target_dir, registered = resolve_target(args.model)
+    target, settings = settings_for(target_dir, args)
+    heldout = args.data or settings.data or (target.recipe.get("data") or {}).get("validation")
+    if not heldout:
+        raise DataError("no held-out data to evaluate on", fix="pass --data HELDOUT.jsonl")
+    device = str(pick_device(args.device))
+    report, path = evaluate_model(
+        target_dir, heldout, settings, train_data=args.train, base_model=args.base,
+        out_dir=Path(args.out) if args.out else None, device=device,
+        progress=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False))
+    if registered is not None:
+        from tunesmith.store import open_registry
+
+        open_registry().update_model(registered.id, evaluation={**registered.evaluation,
+                                                                 "report": report_summary(report, path)})
+    if args.json:
+        from tunesmith.commands.runs import print_json
+
+        print_json(report)
+    else:
+        show(report, path, console)
+    return 1 if args.check and report["summary"]["status"] == "red" else 0
+
+
+def report_summary(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    from tunesmith.evaluate.report import brief
+
+    return {**brief(report), "path": str(path)}
+
+
+def show(report: dict[str, Any], path: Path, console: Any) -> None:
+    """The verdict table: each system's loss and scores with intervals, then the comparisons."""
+    from rich.table import Table
+
+    def cell(value: float | None, low: float | None, high: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.3f} [dim]({low:.3f}-{high:.3f})[/]" if low is not None and high is not None else \
+            f"{value:.3f}"
+
+    graders = list(report.get("scores") or {})
+    table = Table("system", *(["held-out loss"] if report.get("loss") else []), *graders,
+                  title=f"{report['examples']} held-out examples, {report['settings']['confidence']:.0%} "
+                        "bootstrap intervals")
+    for system in report["systems"]:
+        row = []
+        if report.get("loss"):
+            loss = report["loss"].get(system) or {}
+            row.append(cell(loss.get("loss"), loss.get("low"), loss.get("high")))
+        for name in graders:
+            score = report["scores"][name].get(system) or {}
+            row.append(cell(score.get("value"), score.get("low"), score.get("high")))
+        table.add_row(system, *row)
+    console.print(table)
+    comparisons = report.get("comparisons") or []
+    if comparisons:
+        versus = Table("tuned vs", "metric", "win/tie/loss", "verdict")
+        colours = {"better": "green", "worse": "red"}
+        for c in comparisons:
+            colour = colours.get(c["verdict"], "yellow")
+            versus.add_row(c["baseline"], c["metric"], f"{c['wins']}/{c['ties']}/{c['losses']}",
+                           f"[{colour}]{c['verdict']}[/]")
+        console.print(versus)
+    forgetting = report.get("forgetting")
+    if forgetting:
+        colour = "red" if forgetting["regressed"] else "green"
+        console.print(f"forgetting: loss on {forgetting['data']} {forgetting['change']['value']:+.1%} "
+                      f"(threshold +{forgetting['threshold']:.0%}) [{colour}]"
+                      f"{'REGRESSED' if forgetting['regressed'] else 'ok'}[/]", highlight=False)
+    status = report["summary"]["status"]
+    colour = {"green": "green", "amber": "yellow", "red": "red"}[status]
+    console.print(f"verdict: [bold {colour}]{status}[/]   report: {path.parent / 'report.html'}",
+                  highlight=False, soft_wrap=True)

@@ -1,0 +1,314 @@
+"""Evaluate a tuned model: held-out loss, graded replies against the baselines, a
+forgetting probe and per-example analysis, written as report.json and report.html.
+
+    tuned      the tuned model, asked the held-out prompt as is
+    base       the base model, zero-shot
+    fewshot    the base model with k training examples (one seeded draw) before the prompt
+    retrieval  the base model with the k training examples most like the question (BM25)
+
+Every system answers the same items; losses are measured on the same reference tokens
+(demonstrations in the prompt are context, never scored), so the numbers compare.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunesmith.data.records import ChatRecord, Message, Record
+from tunesmith.errors import DataError, TunesmithError
+from tunesmith.evaluate.examples import Item, ShotPicker, load_items, resolve_data, with_shots
+from tunesmith.evaluate.forgetting import forgetting_probe
+from tunesmith.evaluate.graders import Grader, build_graders, default_graders
+from tunesmith.evaluate.models import (
+    Models,
+    Target,
+    example_losses,
+    loss_summary,
+    max_positions,
+    per_token,
+    render_example,
+    target_of,
+)
+from tunesmith.evaluate.report import summarise, write_report
+from tunesmith.evaluate.stats import compare, mean_interval, resamples
+from tunesmith.recipe import EvaluationConfig
+
+REPORT_VERSION = 1
+SYSTEMS = ("tuned", "base", "fewshot", "retrieval")
+Progress = Callable[[str], None]
+
+
+# --- the evaluation ---------------------------------------------------------------------------
+
+
+class Evaluation:
+    def __init__(self, target: Target, settings: EvaluationConfig, device: str = "cpu",
+                 progress: Progress | None = None):
+        self.target, self.settings, self.device = target, settings, device
+        self.say = progress or (lambda message: None)
+
+    def run(self, heldout: str | Path) -> dict[str, Any]:
+        from tunesmith.data.render import Renderer
+
+        settings, started = self.settings, time.time()
+        items = load_items(resolve_data(str(heldout)), self.target.data_format, settings.max_examples,
+                           settings.bootstrap_seed)
+        self.say(f"loading {self.target.model}")
+        self.models = models = Models(self.target, self.device)
+        renderer = Renderer(models.tuned.tokenizer, self.target.loss_on)
+        baselines = [b for b in SYSTEMS[1:] if b in settings.baselines]
+        train_records = self._train_records()
+        picker = ShotPicker(train_records, settings.bootstrap_seed) if train_records else None
+        notes = []
+        if (picker is None or not picker.shots) and set(baselines) - {"base"}:
+            notes.append("few-shot and retrieval baselines skipped: no chat training examples "
+                         "(give the training file with --train)")
+            baselines = [b for b in baselines if b == "base"]
+        systems = ["tuned", *baselines]
+        generating = [i for i in items if i.prompt is not None]
+        graders = self._graders(items)
+        limit = min(self.target.max_length, max_positions(models.tuned, self.target.max_length))
+        shots = {s: [self._shots(s, i, picker, renderer, limit) for i in items] for s in systems}
+
+        indices = resamples(len(items), settings.bootstrap_samples, settings.bootstrap_seed)
+        losses: dict[str, list[dict[str, float]]] = {}
+        replies: dict[str, list[str | None]] = {}
+        grades: dict[str, dict[str, list[float]]] = {g.name: {} for g in graders}
+        errors: dict[str, dict[str, list[str | None]]] = {g.name: {} for g in graders}
+        try:
+            for system in systems:
+                with models.use(system) as loaded:
+                    self.say(f"{system}: held-out loss on {len(items)} examples")
+                    examples = [render_example(renderer, self._with_context(i, shots[system][n]),
+                                               self.target.max_length) if i.has_loss else None
+                                for n, i in enumerate(items)]
+                    losses[system] = example_losses(loaded, examples, self.target.chunk_tokens, self.device)
+                    replies[system] = [None] * len(items)
+                    if generating and graders:
+                        self.say(f"{system}: generating {len(generating)} replies")
+                        prompts = [with_shots(i.prompt or [], shots[system][i_pos])
+                                   for i_pos, i in enumerate(items) if i.prompt is not None]
+                        texts = self._generate(loaded, prompts)
+                        positions = [n for n, i in enumerate(items) if i.prompt is not None]
+                        for n, text in zip(positions, texts, strict=True):
+                            replies[system][n] = text
+                for grader in graders:
+                    scores, problems = [], []
+                    for n, item in enumerate(items):
+                        text = replies[system][n]
+                        if text is None:
+                            continue
+                        result = grader.grade(text, item.grader_item)
+                        scores.append(result.score)
+                        problems.append(result.error)
+                    grades[grader.name][system] = scores
+                    errors[grader.name][system] = problems
+        finally:  # python graders hold a child process each
+            for grader in graders:
+                grader.close()
+
+        report = self._report(items, systems, losses, replies, grades, errors, indices)
+        report["notes"] = notes
+        if settings.forgetting:
+            report["forgetting"] = forgetting_probe(models, self.target, settings, settings.forgetting,
+                                                    self._generate, self.say)
+        report["noisy_training_examples"] = self._noisy_training(train_records, renderer)
+        report["summary"] = summarise(report)
+        report["elapsed_seconds"] = round(time.time() - started, 2)
+        return report
+
+    # --- pieces ---------------------------------------------------------------------------
+
+    def _train_records(self) -> list[Record]:
+        path = self.target.train_data
+        if not path or not Path(path).exists():
+            return []
+        return list(load_dataset_records(path, self.target.data_format))
+
+    def _graders(self, items: list[Item]) -> list[Grader]:
+        configs = self.settings.graders
+        if configs is None:
+            configs = default_graders() if any(i.reference and i.prompt is not None for i in items) else []
+        return build_graders(configs)
+
+    def _shots(self, system: str, item: Item, picker: ShotPicker | None, renderer: Any,
+               limit: int) -> list[list[Message]]:
+        if picker is None or item.prompt is None or system in ("tuned", "base"):
+            return []
+        k = self.settings.few_shot_k if system == "fewshot" else self.settings.retrieval_k
+        shots = picker.fewshot(k) if system == "fewshot" else picker.retrieved(item.question(), k)
+        budget = limit - self.settings.max_new_tokens
+
+        def too_long(shots: list[list[Message]]) -> bool:
+            if len(renderer.prompt_ids(with_shots(item.prompt or [], shots))) > budget:
+                return True
+            # the scored reply must fit whole, or the loss would be measured on fewer tokens
+            full = render_example(renderer, self._with_context(item, shots), 10**9) if item.has_loss else None
+            return full is not None and len(full) > self.target.max_length
+
+        while shots and too_long(shots):
+            shots = shots[1:]  # the least similar (or the first drawn) goes first
+        return shots
+
+    @staticmethod
+    def _with_context(item: Item, shots: list[list[Message]]) -> Record:
+        """The item's record with demonstrations before it, their replies not scored."""
+        if not shots or not isinstance(item.record, ChatRecord):
+            return item.record
+        quiet = [{**m, "weight": 0} if m["role"] == "assistant" else m for shot in shots for m in shot]
+        messages = item.record.messages
+        lead = 0
+        while lead < len(messages) and messages[lead]["role"] in ("system", "developer"):
+            lead += 1
+        return ChatRecord([*messages[:lead], *quiet, *messages[lead:]], item.record.source, item.record.tools)
+
+    def _generate(self, loaded: Any, prompts: list[list[Message]]) -> list[str]:
+        from tunesmith.model.inference import generate_replies
+
+        s = self.settings
+        out = generate_replies(loaded, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                               stop=tuple(s.stop), seed=s.bootstrap_seed)
+        return [r[0].strip() for r in out]
+
+    def _report(self, items: list[Item], systems: list[str], losses: dict[str, list[dict[str, float]]],
+                replies: dict[str, list[str | None]], grades: dict[str, dict[str, list[float]]],
+                errors: dict[str, dict[str, list[str | None]]], indices: np.ndarray) -> dict[str, Any]:
+        s = self.settings
+        with_loss = [n for n, i in enumerate(items)
+                     if i.has_loss and all(losses[system][n]["tokens"] > 0 for system in systems)]
+        loss_idx = resamples(len(with_loss), s.bootstrap_samples, s.bootstrap_seed) if with_loss else indices
+        loss = {system: loss_summary([losses[system][n] for n in with_loss], loss_idx, s.confidence)
+                for system in systems} if with_loss else {}
+        graded = [n for n, i in enumerate(items) if i.prompt is not None]
+        grade_idx = resamples(len(graded), s.bootstrap_samples, s.bootstrap_seed) if graded else indices
+        scores = {name: {system: {**mean_interval(values, grade_idx, s.confidence).to_dict(),
+                                  "errors": sum(e is not None for e in errors[name][system])}
+                         for system, values in by_system.items()}
+                  for name, by_system in grades.items()}
+        comparisons = []
+        for baseline in systems[1:]:
+            if with_loss and loss.get(baseline):
+                per_tuned = [per_token(losses["tuned"][n]) for n in with_loss]
+                per_base = [per_token(losses[baseline][n]) for n in with_loss]
+                comparisons.append(compare(baseline, "loss", per_tuned, per_base, loss_idx,
+                                           higher_is_better=False, confidence=s.confidence).to_dict())
+            for name, by_system in grades.items():
+                comparisons.append(compare(baseline, name, by_system["tuned"], by_system[baseline], grade_idx,
+                                           confidence=s.confidence).to_dict())
+        return {
+            "version": REPORT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": self.target.model, "base_model": self.target.base_model,
+            "run_dir": str(self.target.run_dir) if self.target.run_dir else None,
+            "train_data": self.target.train_data, "examples": len(items), "systems": systems,
+            "settings": s.model_dump(mode="json"), "loss": loss, "scores": scores,
+            "comparisons": comparisons,
+            "examples_detail": self._details(items, systems, losses, replies, grades, errors),
+        }
+
+    def _details(self, items: list[Item], systems: list[str], losses: dict[str, list[dict[str, float]]],
+                 replies: dict[str, list[str | None]], grades: dict[str, dict[str, list[float]]],
+                 errors: dict[str, dict[str, list[str | None]]]) -> dict[str, Any]:
+        """Every item's numbers, and the worst held-out items by loss and by grade."""
+        graded_pos = {n: k for k, n in enumerate(n for n, i in enumerate(items) if i.prompt is not None)}
+        rows = []
+        for n, item in enumerate(items):
+            row: dict[str, Any] = {"index": item.index, "source": item.source,
+                                   "question": item.question()[:500],
+                                   "reference": (item.reference or "")[:1000]}
+            row["loss"] = {s: per_token(losses[s][n]) for s in systems if item.has_loss}
+            row["reply"] = {s: replies[s][n] for s in systems if replies[s][n] is not None}
+            if n in graded_pos:
+                k = graded_pos[n]
+                row["scores"] = {g: {s: by[s][k] for s in systems} for g, by in grades.items()}
+                row["errors"] = {g: e["tuned"][k] for g, e in errors.items() if e["tuned"][k]}
+            rows.append(row)
+        count = self.settings.worst_examples
+        by_loss = sorted((r for r in rows if r["loss"].get("tuned") is not None
+                          and math.isfinite(r["loss"]["tuned"])), key=lambda r: -r["loss"]["tuned"])
+        by_grade = sorted((r for r in rows if r.get("scores")),
+                          key=lambda r: sum(v["tuned"] for v in r["scores"].values()) / len(r["scores"]))
+        return {"items": rows, "worst_by_loss": [r["index"] for r in by_loss[:count]],
+                "worst_by_grade": [r["index"] for r in by_grade[:count]]}
+
+    def _noisy_training(self, records: list[Record], renderer: Any) -> list[dict[str, Any]]:
+        """The training examples the tuned model still fits worst: often mislabelled ones."""
+        if not records or self.settings.max_train_examples is None:
+            return []
+        import random
+
+        chosen = list(range(len(records)))
+        if len(chosen) > self.settings.max_train_examples:
+            chosen = sorted(random.Random(self.settings.bootstrap_seed).sample(
+                chosen, self.settings.max_train_examples))
+        examples = [render_example(renderer, records[i], self.target.max_length) for i in chosen]
+        self.say(f"scoring {len(chosen)} training examples")
+        rows = example_losses(self.models.tuned, examples, self.target.chunk_tokens, self.device)
+        ranked = sorted((k for k in range(len(chosen)) if rows[k]["tokens"] > 0),
+                        key=lambda k: -per_token(rows[k]))
+        out = []
+        for k in ranked[: self.settings.worst_examples]:
+            record = records[chosen[k]]
+            item = _safe_item(chosen[k], record)
+            out.append({"source": str(record.source), "loss": per_token(rows[k]),
+                        "question": item.question()[:500] if item else "",
+                        "reference": (item.reference or "")[:1000] if item else ""})
+        return out
+
+
+def _safe_item(index: int, record: Record) -> Item | None:
+    from tunesmith.evaluate.examples import to_item
+
+    try:
+        return to_item(index, record)
+    except TunesmithError:
+        return None
+
+
+def load_dataset_records(path: str, fmt: str) -> list[Record]:
+    from tunesmith.data.load import load_dataset
+
+    return load_dataset(path, fmt).records
+
+
+def evaluate_model(model: str | Path, heldout: str | Path, settings: EvaluationConfig, *,
+                   train_data: str | None = None, base_model: str | None = None, out_dir: Path | None = None,
+                   device: str = "cpu", progress: Progress | None = None) -> tuple[dict[str, Any], Path]:
+    """Evaluate and write the report: into the run directory, or `out_dir`."""
+    target = target_of(model, train_data, base_model)
+    report = Evaluation(target, settings, device, progress).run(heldout)
+    report["data"] = str(heldout)
+    folder = out_dir or target.run_dir
+    if folder is None:
+        raise TunesmithError("no folder to write the report into", fix="pass an output folder (--out)")
+    metrics = []
+    if target.run_dir is not None:
+        from tunesmith.train.run import RunDir
+
+        metrics = RunDir(target.run_dir).metrics()
+    return report, write_report(report, folder, metrics)
+
+
+def evaluate_after_training(run_dir: Path, report: Callable[[dict[str, Any]], None], device: str) -> None:
+    """The hook at the end of a successful run whose recipe asks for evaluation. A failure
+    is reported as a warning event: the trained model is kept and `tunesmith eval` can retry."""
+    from tunesmith.train.run import RunDir
+
+    recipe = RunDir(run_dir).read_recipe()
+    heldout = recipe.evaluation.data or recipe.data.validation
+    try:
+        if not heldout:
+            raise DataError("no held-out data to evaluate on", where="evaluation.data",
+                            fix="set evaluation.data or data.validation")
+        result, path = evaluate_model(run_dir, heldout, recipe.evaluation, device=device)
+    except Exception as exc:  # any failure here must not lose a finished training
+        report({"type": "event", "level": "warning", "message": f"evaluation failed: {exc}"})
+        return
+    report({"type": "evaluation", "report": str(path), **result["summary"]})
+
+

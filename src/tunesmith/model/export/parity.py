@@ -1,0 +1,140 @@
+"""Parity: does an exported model compute what the trained model computes?
+
+The trained model (base + adapter, float32) is the reference. For each sample prompt it
+decodes a greedy continuation; then the prompt and that continuation are run through each
+exported model in one forward pass. Two things are compared:
+
+* logits at every position, as the largest absolute difference, against a tolerance
+  that depends on the weight format (TOLERANCES, stated in docs/export.md);
+* the greedy tokens: the exported model's argmax at each continuation position must be
+  the reference's token. Given the same prefix, that argmax is exactly what greedy
+  decoding would pick, so this equals comparing greedy generations up to the first
+  difference, without letting one early difference hide the rest. A different token is
+  accepted only at a near tie: where the reference's two best logits are closer than
+  twice the tolerance, any model within the tolerance may pick either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from tunesmith.model.export.errors import ParityError
+
+# Largest absolute logit difference allowed, by the dtype the exported weights are stored in.
+# Measured on tunesmith's tiny models (docs/export.md gives the numbers) and set with margin:
+# float32 differs only by summation order; 16-bit formats round every weight; q8_0 rounds
+# each block of 32 weights to 8 bits with one f16 scale.
+TOLERANCES = {"f32": 1e-3, "f16": 0.05, "bf16": 0.25, "q8_0": 0.5}
+
+SAMPLE_CONVERSATIONS: list[list[dict[str, str]]] = [
+    [{"role": "user", "content": "Hello! Can you help me with my order?"}],
+    [{"role": "system", "content": "You are a helpful assistant."},
+     {"role": "user", "content": "What colour is the blue box?"}],
+    [{"role": "user", "content": "Where is my parcel?"},
+     {"role": "assistant", "content": "Let me check that for you."},
+     {"role": "user", "content": "Thanks — it was due on Monday."}],
+]
+
+
+@dataclass(slots=True)
+class Reference:
+    """The trained model's answers: token ids per prompt and the logits over them."""
+
+    sequences: list[list[int]]
+    prompt_lengths: list[int]
+    logits: list[torch.Tensor]
+
+
+@dataclass(slots=True)
+class Comparison:
+    name: str
+    dtype: str
+    tolerance: float
+    max_logit_diff: float
+    tokens_compared: int
+    token_mismatches: int          # greedy tokens that differ where the reference had no near tie
+    near_ties: int                 # greedy tokens that differ at a near tie (accepted)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return (self.max_logit_diff <= self.tolerance and self.token_mismatches == 0
+                and not self.notes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+    def summary(self) -> str:
+        state = "ok" if self.passed else "MISMATCH"
+        equal = self.tokens_compared - self.token_mismatches - self.near_ties
+        text = (f"{self.name} ({self.dtype}): {state}, max logit difference {self.max_logit_diff:.3g} "
+                f"(tolerance {self.tolerance:g}), greedy tokens {equal}/{self.tokens_compared} equal")
+        if self.near_ties:
+            text += f", {self.near_ties} differ at near ties"
+        return "; ".join([text, *self.notes])
+
+
+def sample_prompts(tokenizer: Any) -> list[list[int]]:
+    """The sample conversations through the tokenizer's own chat template, as in training."""
+    from tunesmith.data.render import Renderer
+
+    renderer = Renderer(tokenizer)
+    return [renderer.prompt_ids(messages) for messages in SAMPLE_CONVERSATIONS]
+
+
+@torch.no_grad()
+def reference_outputs(model: Any, prompts: list[list[int]], eos_id: int | None,
+                      new_tokens: int = 10) -> Reference:
+    sequences, logits = [], []
+    for prompt in prompts:
+        ids = torch.tensor([prompt])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                             do_sample=False, temperature=None, top_p=None, top_k=None,
+                             eos_token_id=eos_id, pad_token_id=eos_id)
+        sequence = out[0].tolist()
+        sequences.append(sequence)
+        logits.append(forward_logits(model, sequence))
+    return Reference(sequences, [len(p) for p in prompts], logits)
+
+
+@torch.no_grad()
+def forward_logits(model: Any, sequence: list[int]) -> torch.Tensor:
+    ids = torch.tensor([sequence])
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[0].float()
+
+
+def compare(reference: Reference, model: Any, name: str, dtype: str) -> Comparison:
+    tolerance = TOLERANCES[dtype]
+    result = Comparison(name, dtype, tolerance, 0.0, 0, 0, 0)
+    for sequence, start, expected in zip(reference.sequences, reference.prompt_lengths, reference.logits,
+                                         strict=True):
+        got = forward_logits(model, sequence)
+        if got.shape != expected.shape:
+            result.notes.append(f"logits have shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+            continue
+        result.max_logit_diff = max(result.max_logit_diff, float((got - expected).abs().max()))
+        # Position i predicts token i + 1: the continuation's tokens are predicted from start - 1 on.
+        for position in range(start - 1, len(sequence) - 1):
+            result.tokens_compared += 1
+            if int(got[position].argmax()) == sequence[position + 1]:
+                continue
+            top2 = expected[position].topk(2).values
+            if float(top2[0] - top2[1]) <= 2 * tolerance:
+                result.near_ties += 1
+            else:
+                result.token_mismatches += 1
+    return result
+
+
+def check(comparisons: list[Comparison]) -> None:
+    """Raise a ParityError naming every exported model that did not match."""
+    failed = [c for c in comparisons if not c.passed]
+    if failed:
+        worst = max(c.max_logit_diff for c in failed)
+        raise ParityError(
+            "the exported model does not match the trained model (max logit difference "
+            f"{worst:.4g}): " + " | ".join(c.summary() for c in failed),
+            fix="re-export; if it persists, report it with the model's config.json")
