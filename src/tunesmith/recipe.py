@@ -118,6 +118,28 @@ class OutputConfig(_Section):
     name: str | None = None
 
 
+class PreferenceConfig(_Section):
+    """Preference optimisation (method: dpo) and reward-model training (method: reward)."""
+
+    loss: Literal["sigmoid", "ipo", "simpo"] = "sigmoid"
+    beta: PositiveFloat | Auto = Field("auto", description="auto: 0.1 (sigmoid, ipo) or 2.0 (simpo)")
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+    simpo_gamma: Annotated[float, Field(ge=0)] = 1.0
+    precompute_reference: bool = False
+
+
+class ReinforcementConfig(_Section):
+    """Reinforcement fine-tuning from graders (method: grpo)."""
+
+    group_size: Annotated[int, Field(ge=2)] = 8
+    graders: list[dict[str, Any]] = Field(default_factory=list)
+    kl_coef: Annotated[float, Field(ge=0)] = 0.0
+    clip_epsilon: PositiveFloat = 0.2
+    max_new_tokens: PositiveInt = 64
+    temperature: PositiveFloat = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
 class Recipe(_Section):
     base_model: str = BUNDLED_MODEL
     revision: str | None = None
@@ -126,6 +148,8 @@ class Recipe(_Section):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    reinforcement: ReinforcementConfig = Field(default_factory=ReinforcementConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -207,6 +231,14 @@ def _anchor_paths(raw: dict[str, Any], folder: Path) -> None:
             value = Path(node[key]).expanduser()
             if not value.is_absolute():
                 node[key] = str(folder / value)
+    section = raw.get("reinforcement")
+    graders = section.get("graders") if isinstance(section, dict) else None
+    for grader in graders if isinstance(graders, list) else []:
+        # A reward-model grader's path, like data paths, is relative to the recipe file.
+        if isinstance(grader, dict) and isinstance(grader.get("path"), str):
+            value = Path(grader["path"]).expanduser()
+            if not value.is_absolute():
+                grader["path"] = str(folder / value)
 
 
 def _fields_at(loc: tuple[Any, ...]) -> dict[str, Any] | None:

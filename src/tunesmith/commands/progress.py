@@ -27,7 +27,7 @@ class ConsoleProgress:
             best = " [green](best)[/]" if record.get("best") else ""
             self.console.print(
                 f"  step {record['step']:>5}  validation loss {record['loss']:.4f}  "
-                f"token accuracy {record['token_accuracy']:.3f}{best}", highlight=False)
+                f"{_headline(record)}{best}", highlight=False)
         elif kind == "event":
             style = "red" if record.get("level") == "error" else "yellow"
             self.console.print(f"  [{style}]{record['message']}[/]", highlight=False)
@@ -69,6 +69,19 @@ class ConsoleProgress:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+HEADLINES = (("token_accuracy", "token accuracy"), ("reward_accuracy", "reward accuracy"),
+             ("reward", "mean grade"))
+"""The one number beside the loss that says most about a method's evaluation (SFT, DPO and
+reward models, GRPO)."""
+
+
+def _headline(record: dict[str, Any]) -> str:
+    for key, label in HEADLINES:
+        if key in record:
+            return f"{label} {record[key]:.3f}"
+    return ""
 
 
 def train_on_terminal(recipe: Any = None, job_id: str | None = None, **tracking: Any) -> Any:

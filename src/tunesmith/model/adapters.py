@@ -55,9 +55,14 @@ def apply_adapter(model: torch.nn.Module, config: AdapterConfig) -> torch.nn.Mod
         target_modules=config.target_modules,
         use_dora=config.kind == "dora",
         layers_to_transform=trained_layers if config.freeze_layers else None,
-        task_type="CAUSAL_LM",
+        # SEQ_CLS makes PEFT train and save the new scalar head of a reward model in full.
+        task_type="SEQ_CLS" if is_score_model(model) else "CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def is_score_model(model: torch.nn.Module) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

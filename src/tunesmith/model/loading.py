@@ -110,10 +110,15 @@ def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False) -> PreTrained
     return tokenizer
 
 
-def load_model(ref: ModelRef, trust_remote_code: bool = False, dtype: Any = None) -> PreTrainedModel:
-    from transformers import AutoModelForCausalLM
+def load_model(ref: ModelRef, trust_remote_code: bool = False, dtype: Any = None,
+               head: str = "causal_lm") -> PreTrainedModel:
+    """The base model; head="score" loads it with a fresh one-output scalar head (reward models)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     try:
+        if head == "score":
+            return AutoModelForSequenceClassification.from_pretrained(
+                ref.location, dtype=dtype, num_labels=1, **ref.kwargs(trust_remote_code))
         return AutoModelForCausalLM.from_pretrained(
             ref.location, dtype=dtype, **ref.kwargs(trust_remote_code))
     except Exception as exc:

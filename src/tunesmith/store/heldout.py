@@ -19,27 +19,51 @@ def model_target(model: Model) -> str:
 
 
 def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> list[dict[str, float]]:
-    """Loss, token accuracy and perplexity of `model` on each dataset (the model loaded once)."""
+    """The training objective's held-out metrics of `model` on each dataset (loss, token
+    accuracy and perplexity for SFT; rewards and reward accuracy for preference methods)."""
+    import torch
+
     from tunesmith.data.load import load_dataset
-    from tunesmith.data.render import Renderer, fit_length
-    from tunesmith.model.inference import load_trained
+    from tunesmith.data.render import Renderer
+    from tunesmith.recipe import build_recipe
     from tunesmith.train.loop import evaluate, pick_device
     from tunesmith.train.objectives import make_objective
 
     recipe: dict[str, Any] = model.recipe
     data_cfg = recipe.get("data") or {}
     training = recipe.get("training") or {}
-    loaded = load_trained(model_target(model), device)
-    renderer = Renderer(loaded.tokenizer, data_cfg.get("loss_on", "assistant"))
-    objective = make_objective(recipe.get("method", "sft"), int(training.get("loss_chunk_tokens", 1024)))
+    method = recipe.get("method", "sft")
+    if method == "reward":
+        from tunesmith.train.objectives.reward import load_reward_model
+
+        network, tokenizer = load_reward_model(model_target(model), device)
+    else:
+        from tunesmith.model.inference import load_trained
+
+        loaded = load_trained(model_target(model), device)
+        network, tokenizer = loaded.model, loaded.tokenizer
+    renderer = Renderer(tokenizer, data_cfg.get("loss_on", "assistant"))
+    # The reference is measured live here: precomputing it would measure the trained model.
+    live = {**recipe, "preference": {**(recipe.get("preference") or {}), "precompute_reference": False}}
+    objective = make_objective(method, int(training.get("loss_chunk_tokens", 1024)),
+                               build_recipe(live) if method != "sft" else None)
+    target = pick_device(device)
+    # A preference model's reference is its base: the loaded adapter switched off, or the
+    # base model itself after full fine-tuning (prepare copies the loaded model; replace it).
+    objective.prepare(network, tokenizer, [], 0, target)
+    if getattr(getattr(objective, "reference", None), "frozen", None) is not None:
+        from tunesmith.model.loading import load_model, resolve_model
+
+        base = load_model(resolve_model(recipe["base_model"]), dtype=torch.float32)
+        objective.reference.frozen = base.to(target).eval().requires_grad_(False)
     results = []
     for data in datasets:
         examples = []
         for record in load_dataset(data, data_cfg.get("format", "auto")).records:
-            fitted = fit_length(renderer.render(record), int(data_cfg.get("max_length", 2048)),
-                                data_cfg.get("overlong", "truncate"))
+            fitted, _ = objective.render_example(renderer, record, int(data_cfg.get("max_length", 2048)),
+                                                 data_cfg.get("overlong", "truncate"))
             if fitted is not None:
                 examples.append(fitted)
         budget = max(max((len(e) for e in examples), default=1), 4096)
-        results.append(evaluate(loaded.model, objective, examples, budget, pick_device(device)))
+        results.append(evaluate(network, objective, examples, budget, target))
     return results

@@ -48,6 +48,10 @@ def resolve_auto(recipe: Recipe, examples: int, longest: int,
     if training.micro_batch_tokens == "auto":
         budget = GPU_MICRO_BATCH_TOKENS if on_gpu else CPU_MICRO_BATCH_TOKENS
         training.micro_batch_tokens = chosen["micro_batch_tokens"] = max(budget, longest)
+    if resolved.preference.beta == "auto" and resolved.method == "dpo":
+        from tunesmith.train.objectives.preference import resolve_beta
+
+        resolved.preference.beta = chosen["preference.beta"] = resolve_beta(resolved.preference)
     steps_per_epoch = math.ceil(examples / int(training.batch_size))
     total = steps_per_epoch * int(training.epochs)
     if training.max_steps:

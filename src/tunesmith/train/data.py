@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tunesmith.data.load import load_dataset
-from tunesmith.data.render import RenderedExample, Renderer, fit_length
+from tunesmith.data.render import RenderedExample, Renderer
 from tunesmith.errors import DataError
 from tunesmith.recipe import Recipe
+
+RenderExample = Callable[[Renderer, Any, int, str], tuple[Any, bool]]
+"""(renderer, record, max_length, overlong) -> (example or None when dropped, truncated)"""
 
 
 @dataclass(slots=True)
 class PreparedData:
-    train: list[RenderedExample]
-    validation: list[RenderedExample]
+    train: list[RenderedExample] | list[Any]
+    validation: list[RenderedExample] | list[Any]
     format: str
     validation_source: str
     dropped: list[str] = field(default_factory=list)
@@ -37,30 +41,35 @@ class PreparedData:
 
 
 def _render_all(path: str, recipe: Recipe, renderer: Renderer, max_length: int,
-                prepared: PreparedData) -> list[RenderedExample]:
+                prepared: PreparedData, render: RenderExample) -> list[Any]:
     dataset = load_dataset(path, recipe.data.format)
     out = []
     for record in dataset.records:
-        example = renderer.render(record)
-        fitted = fit_length(example, max_length, recipe.data.overlong)
+        fitted, truncated = render(renderer, record, max_length, recipe.data.overlong)
         if fitted is None:
             prepared.dropped.append(str(record.source))
             continue
-        prepared.truncated += fitted is not example
+        prepared.truncated += truncated
         out.append(fitted)
     prepared.format = dataset.format
     return out
 
 
-def prepare_data(recipe: Recipe, tokenizer: Any, max_length: int) -> PreparedData:
+def prepare_data(recipe: Recipe, tokenizer: Any, max_length: int,
+                 render: RenderExample | None = None) -> PreparedData:
+    """Train and validation examples of a recipe; `render` is the objective's (SFT by default)."""
+    if render is None:
+        from tunesmith.train.objectives import render_supervised
+
+        render = render_supervised
     if not recipe.data.train:
         raise DataError("the recipe names no training data", where="data.train",
                         fix="set data.train to a JSONL, CSV or Parquet file")
     renderer = Renderer(tokenizer, recipe.data.loss_on)
     prepared = PreparedData([], [], "", "", fallback_template=renderer.used_fallback_template)
-    train = _render_all(recipe.data.train, recipe, renderer, max_length, prepared)
+    train = _render_all(recipe.data.train, recipe, renderer, max_length, prepared, render)
     if recipe.data.validation:
-        validation = _render_all(recipe.data.validation, recipe, renderer, max_length, prepared)
+        validation = _render_all(recipe.data.validation, recipe, renderer, max_length, prepared, render)
         prepared.validation_source = recipe.data.validation
     else:
         # A seeded split, so a resumed or repeated run holds out the same examples.

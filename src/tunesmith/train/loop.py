@@ -27,7 +27,7 @@ from tunesmith.train import checkpoint as ckpt
 from tunesmith.train import distributed as dist
 from tunesmith.train.auto import resolve_auto
 from tunesmith.train.data import prepare_data
-from tunesmith.train.objectives import Objective, make_objective
+from tunesmith.train.objectives import Objective, make_objective, summarise_tokens
 from tunesmith.train.reporting import Fanout, MetricsFile, MLflowReporter, Reporter, TensorBoardReporter
 from tunesmith.train.run import RunDir
 
@@ -110,8 +110,8 @@ def _reporters(recipe: Recipe, run: RunDir, extra: Sequence[Reporter]) -> Fanout
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, objective: Objective, examples: Sequence[Any], budget: int,
              device: torch.device, parallel: dist.Parallel | None = None) -> dict[str, float]:
-    """Loss and token accuracy over held-out examples, packed like training (under several
-    processes: each rank its share, sums reduced over ranks)."""
+    """The objective's metrics over held-out examples (loss, token accuracy for SFT), packed like
+    training (under several processes: each rank its share, sums reduced over ranks)."""
     was_training = model.training
     model.eval()
     parallel = parallel or dist.Parallel(dist.SINGLE, model, objective)
@@ -123,14 +123,10 @@ def evaluate(model: torch.nn.Module, objective: Objective, examples: Sequence[An
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + (value if real else 0.0)
     model.train(was_training)
-    return summarise(dist.sum_metrics(parallel.ctx, totals))
+    return objective.summarise(dist.sum_metrics(parallel.ctx, totals))
 
 
-def summarise(totals: dict[str, float]) -> dict[str, float]:
-    tokens = max(totals.get("tokens", 0.0), 1.0)
-    loss = totals.get("loss", 0.0) / tokens
-    return {"loss": loss, "token_accuracy": totals.get("correct", 0.0) / tokens,
-            "perplexity": math.exp(min(loss, 50.0)), "tokens": totals.get("tokens", 0.0)}
+summarise = summarise_tokens  # SFT's summary, kept under its old name for callers of the loop
 
 
 # --- the loop ----------------------------------------------------------------------------
@@ -197,7 +193,8 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     ref = resolve_model(recipe.base_model, recipe.revision)
     check_remote_code(ref, recipe.trust_remote_code)
     tokenizer = load_tokenizer(ref, recipe.trust_remote_code)
-    data = prepare_data(recipe, tokenizer, recipe.data.max_length)
+    objective = make_objective(recipe.method, recipe.training.loss_chunk_tokens, recipe)
+    data = prepare_data(recipe, tokenizer, recipe.data.max_length, objective.render_example)
     resolved, chosen = resolve_auto(recipe, len(data.train), data.longest, device.type == "cuda")
     training = resolved.training
     budget = int(training.micro_batch_tokens)
@@ -206,10 +203,9 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
             f"micro_batch_tokens={budget} cannot hold the longest example ({data.longest} tokens)",
             where="training.micro_batch_tokens",
             fix=f"set it to at least {data.longest} or lower data.max_length")
-    objective = make_objective(resolved.method, training.loss_chunk_tokens)
     run.write_recipe(resolved)
 
-    model = load_model(ref, resolved.trust_remote_code, pick_dtype(training.dtype, device))
+    model = load_model(ref, resolved.trust_remote_code, pick_dtype(training.dtype, device), objective.head)
     model.config.use_cache = False
     model = apply_adapter(model, resolved.adapter).to(device)
     if training.gradient_checkpointing:
@@ -217,6 +213,8 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     _check_disk(run, model, training.keep_checkpoints)
+    # Before any checkpoint is loaded: a reference model is the untrained one.
+    objective.prepare(model, tokenizer, [data.train, data.validation], budget, device)
     parallel = dist.wrap(ctx, model, objective, resolved.adapter.kind == "full", device)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -380,7 +378,7 @@ def _train_step(parallel: dist.Parallel, optimizer: torch.optim.Optimizer, param
     if math.isfinite(grad_norm) and math.isfinite(totals.get("loss", 0.0)):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    summary = summarise(totals)
-    return {"loss": summary["loss"], "token_accuracy": summary["token_accuracy"], "grad_norm": grad_norm,
-            "trained_tokens": summary["tokens"], "real_tokens": totals["real_tokens"],
+    summary = objective.summarise(totals)
+    summary["trained_tokens"] = summary.pop("tokens", 0.0)
+    return {**summary, "grad_norm": grad_norm, "real_tokens": totals["real_tokens"],
             "micro_batches": totals["micro_batches"]}

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from tunesmith.data.pack import PackedBatch, collate_packed
 from tunesmith.data.render import RenderedExample
 from tunesmith.train.loss import token_loss
+from tunesmith.train.objectives import render_supervised, summarise_tokens
 
 
 class SupervisedObjective:
     name = "sft"
+    head = "causal_lm"
+    render_example = staticmethod(render_supervised)
+    summarise = staticmethod(summarise_tokens)
 
     def __init__(self, chunk_tokens: int = 1024):
         self.chunk_tokens = chunk_tokens
+
+    def prepare(self, model: torch.nn.Module, tokenizer: Any, datasets: list[list[Any]], budget: int,
+                device: torch.device) -> None:
+        """Nothing to prepare: SFT needs no reference model."""
 
     def collate(self, examples: list[RenderedExample]) -> PackedBatch:
         return collate_packed(examples)

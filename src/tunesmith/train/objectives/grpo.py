@@ -1,0 +1,291 @@
+"""Reinforcement fine-tuning from graders, GRPO-style (Shao et al. 2024).
+
+For every prompt a group of G completions is sampled with the model's chat template and
+scored by the recipe's graders (their mean grade, each in [0, 1]). A completion's advantage
+is its grade relative to its group, A = (r - mean) / (std + eps), so no value model is
+needed. The loss per completion is the mean over its tokens of
+
+    -min(rho A, clip(rho, 1 - eps_clip, 1 + eps_clip) A) + kl_coef KL_t
+
+with rho = pi(token) / pi_sampling(token) and KL_t = exp(ref - pi) - (ref - pi) - 1 (the
+unbiased, always-positive estimator), the reference being the base with the adapter
+switched off (a frozen copy under full fine-tuning). Samples are drawn fresh for every
+optimizer step from the weights being trained, so rho is 1 in value and clipping only
+starts to matter if samples were reused for several steps; the gradient is A grad log pi.
+
+Held-out evaluation samples G completions per prompt in the same way and reports the mean
+grade; its "loss" is 1 - mean grade, so best-checkpoint selection and early stopping work
+unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tunesmith.data.records import Record, ReinforcementRecord, Source
+from tunesmith.data.render import Renderer
+from tunesmith.errors import DataError, RecipeError
+from tunesmith.recipe import ReinforcementConfig
+from tunesmith.train.logprobs import sequence_logprobs, token_logprobs
+from tunesmith.train.objectives.reference import Reference, unwrap
+from tunesmith.train.objectives.sequences import collate_sequences
+
+Grader = Callable[[str, dict[str, Any]], float]
+"""`grader(sample_text, item) -> float` in [0, 1]; `item` is the reinforcement row (messages
+plus its free-form fields)."""
+
+ADVANTAGE_EPS = 1e-4
+
+# --- graders ---------------------------------------------------------------------------
+
+_TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
+_STRING_OPS: dict[str, Callable[[str, str], bool]] = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "like": lambda a, b: b in a,
+    "ilike": lambda a, b: b.lower() in a.lower(),
+}
+_GRADER_KEYS = {"string_check": {"type", "name", "operation", "input", "reference"},
+                "reward_model": {"type", "name", "path"}}
+
+
+def fill_template(template: str, sample_text: str, item: dict[str, Any]) -> str:
+    """Replace {{sample.output_text}} and {{item.a.b}} as the hosted API's graders do."""
+
+    def value(match: re.Match[str]) -> str:
+        head, *path = match.group(1).split(".")
+        if head == "sample" and path == ["output_text"]:
+            return sample_text
+        node: Any = item if head == "item" else None
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        return "" if node is None else str(node)
+
+    return _TEMPLATE.sub(value, template)
+
+
+def _string_check(config: dict[str, Any], where: str) -> Grader:
+    operation = config.get("operation")
+    if operation not in _STRING_OPS:
+        raise RecipeError(f"string_check operation {operation!r} is not supported",
+                          where=f"{where}.operation",
+                          fix=f"use one of: {', '.join(_STRING_OPS)}")
+    for key in ("input", "reference"):
+        if not isinstance(config.get(key), str):
+            raise RecipeError(f"string_check needs '{key}' as a string", where=f"{where}.{key}",
+                              fix='e.g. input: "{{sample.output_text}}", reference: "{{item.answer}}"')
+    compare, source, target = _STRING_OPS[operation], config["input"], config["reference"]
+
+    def grade(sample_text: str, item: dict[str, Any]) -> float:
+        left, right = fill_template(source, sample_text, item), fill_template(target, sample_text, item)
+        return float(compare(left, right))
+
+    return grade
+
+
+def make_graders(configs: Sequence[dict[str, Any]]) -> list[Grader]:
+    """Graders from their recipe configs (the hosted API's shapes).
+
+    Supported here: {"type": "string_check", "operation": "eq" | "ne" | "like" | "ilike",
+    "input": "{{sample.output_text}}", "reference": "{{item.FIELD}}"} and
+    {"type": "reward_model", "path": RUN_OR_FOLDER} (a model trained with method: reward).
+    Once tunesmith.evaluate.graders lands, every other type is delegated to its
+    build_grader(config), so training and evaluation grade the same way.
+    """
+    graders: list[Grader] = []
+    for index, config in enumerate(configs):
+        where = f"reinforcement.graders[{index}]"
+        kind = config.get("type") if isinstance(config, dict) else None
+        if kind not in _GRADER_KEYS:
+            raise RecipeError(f"grader type {kind!r} is not supported", where=f"{where}.type",
+                              fix=f"use one of: {', '.join(_GRADER_KEYS)}")
+        unknown = sorted(set(config) - _GRADER_KEYS[kind])
+        if unknown:
+            raise RecipeError(f"unknown key '{unknown[0]}' in a {kind} grader", where=f"{where}.{unknown[0]}",
+                              fix=f"allowed: {', '.join(sorted(_GRADER_KEYS[kind]))}")
+        if kind == "string_check":
+            graders.append(_string_check(config, where))
+        else:
+            if not isinstance(config.get("path"), str):
+                raise RecipeError("a reward_model grader needs 'path'", where=f"{where}.path",
+                                  fix="point it at a run trained with method: reward")
+            from tunesmith.train.objectives.reward import load_reward_scorer
+
+            graders.append(load_reward_scorer(config["path"]))
+    return graders
+
+
+# --- examples and batches ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PromptExample:
+    """A rendered prompt and the row its graders read. Its length is what its group of
+    completions can occupy in a packed row, so packing budgets hold after sampling."""
+
+    prompt_ids: list[int]
+    item: dict[str, Any]
+    source: Source
+    footprint: int
+
+    def __len__(self) -> int:
+        return self.footprint
+
+    @property
+    def trained_tokens(self) -> int:
+        return 0  # known only once completions are sampled
+
+
+@dataclass(slots=True)
+class PromptBatch:
+    examples: list[PromptExample]
+    device: torch.device | str = "cpu"
+    num_tokens: int = 0
+    """Prompt tokens, then (once sampled) every token of the packed completions."""
+
+    def to(self, device: torch.device | str) -> PromptBatch:
+        self.device = device
+        return self
+
+
+def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """(r - mean) / (std + eps) within each group; rewards are [groups, G]."""
+    return (rewards - rewards.mean(dim=1, keepdim=True)) / (rewards.std(dim=1, keepdim=True) + ADVANTAGE_EPS)
+
+
+def clipped_token_loss(logp: torch.Tensor, sampling_logp: torch.Tensor, ref_logp: torch.Tensor | None,
+                       advantage: torch.Tensor, clip_epsilon: float,
+                       kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token GRPO loss -min(rho A, clip(rho) A) + kl_coef KL, and the KL estimate itself."""
+    ratio = torch.exp(logp - sampling_logp)
+    clipped = ratio.clamp(1 - clip_epsilon, 1 + clip_epsilon)
+    loss = -torch.min(ratio * advantage, clipped * advantage)
+    if ref_logp is None:
+        return loss, torch.zeros_like(loss)
+    delta = ref_logp - logp
+    kl = torch.exp(delta) - delta - 1
+    return loss + kl_coef * kl, kl
+
+
+class GroupRelativeObjective:
+    name = "grpo"
+    head = "causal_lm"
+
+    def __init__(self, config: ReinforcementConfig, chunk_tokens: int = 1024):
+        if not config.graders:
+            raise RecipeError("method grpo needs at least one grader", where="reinforcement.graders",
+                              fix='e.g. [{type: string_check, operation: eq, '
+                                  'input: "{{sample.output_text}}", reference: "{{item.answer}}"}]')
+        self.config = config
+        self.chunk_tokens = chunk_tokens
+        self.graders = make_graders(config.graders)
+        self.reference = Reference()
+        self.tokenizer: Any = None
+
+    # --- the objective's hooks ------------------------------------------------------------
+
+    def render_example(self, renderer: Renderer, record: Record, max_length: int,
+                       overlong: str) -> tuple[PromptExample | None, bool]:
+        """Overlong prompts are dropped (a cut prompt would lose its template's structure)."""
+        if not isinstance(record, ReinforcementRecord):
+            raise DataError(f"{record.format} examples cannot train method grpo", where=str(record.source),
+                            fix="give reinforcement rows ({messages: [...], <fields your graders read>}); "
+                                "rows with messages only need data.format: reinforcement")
+        ids = renderer.prompt_ids(record.messages, record.tools)
+        if len(ids) > max_length:
+            return None, False
+        item = {**record.fields, "messages": record.messages}
+        if record.tools:
+            item["tools"] = record.tools
+        footprint = self.config.group_size * (len(ids) + self.config.max_new_tokens)
+        return PromptExample(ids, item, record.source, footprint), False
+
+    def prepare(self, model: torch.nn.Module, tokenizer: Any, datasets: list[list[Any]], budget: int,
+                device: torch.device) -> None:
+        self.tokenizer = tokenizer
+        if self.config.kl_coef:
+            self.reference.attach(model)
+
+    def collate(self, examples: list[PromptExample]) -> PromptBatch:
+        return PromptBatch(examples, num_tokens=sum(len(e.prompt_ids) for e in examples))
+
+    def units(self, batch: PromptBatch) -> int:
+        return len(batch.examples) * self.config.group_size
+
+    def summarise(self, totals: dict[str, float]) -> dict[str, float]:
+        count = max(totals.get("completions", 0.0), 1.0)
+        out = {key: totals.get(key, 0.0) / count
+               for key in ("loss", "reward", "reward_std", "kl", "completion_length")}
+        return {**out, "completions": totals.get("completions", 0.0), "tokens": totals.get("tokens", 0.0)}
+
+    # --- sampling, grading and the loss ---------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, model: torch.nn.Module, examples: list[PromptExample],
+               device: torch.device | str) -> list[list[list[int]]]:
+        """G completions of every prompt, each cut after its first end-of-turn token. The
+        prompts of a micro-batch are sampled together, left-padded."""
+        config, tokenizer = self.config, self.tokenizer
+        width = max(len(e.prompt_ids) for e in examples)
+        rows = [[tokenizer.pad_token_id] * (width - len(e.prompt_ids)) + e.prompt_ids for e in examples]
+        masks = [[0] * (width - len(e.prompt_ids)) + [1] * len(e.prompt_ids) for e in examples]
+        prompts, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
+        was_training = model.training
+        model.eval()
+        out = unwrap(model).generate(
+            input_ids=prompts, attention_mask=mask, do_sample=True, temperature=config.temperature,
+            top_p=config.top_p, top_k=None, max_new_tokens=config.max_new_tokens,
+            num_return_sequences=config.group_size, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, use_cache=True)
+        model.train(was_training)
+        completions = []
+        for row in out[:, width:].tolist():
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id) + 1]
+            completions.append(row)
+        size = config.group_size  # generate() returns each prompt's samples next to each other
+        return [completions[i * size : (i + 1) * size] for i in range(len(examples))]
+
+    def grade(self, text: str, item: dict[str, Any]) -> float:
+        return sum(grader(text, item) for grader in self.graders) / len(self.graders)
+
+    def __call__(self, model: torch.nn.Module, batch: PromptBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        sequences: list[tuple[list[int], list[int]]] = []
+        rewards = []
+        groups = self.sample(model, batch.examples, batch.device)
+        for example, group in zip(batch.examples, groups, strict=True):
+            for completion in group:
+                text = self.tokenizer.decode(completion, skip_special_tokens=True)
+                rewards.append(self.grade(text, example.item))
+                prompt = example.prompt_ids
+                sequences.append((prompt + completion, [0] * len(prompt) + [1] * len(completion)))
+        reward = torch.tensor(rewards, dtype=torch.float32).view(len(batch.examples), self.config.group_size)
+        lengths = [sum(mask) for _, mask in sequences]
+        metrics = {"reward": float(reward.sum()), "completions": float(reward.numel()),
+                   "reward_std": float(reward.std(dim=1).sum() * self.config.group_size),
+                   "completion_length": float(sum(lengths)), "tokens": float(sum(lengths))}
+        if not torch.is_grad_enabled():  # held-out evaluation: the grades are the result
+            return torch.zeros(()), {**metrics, "loss": float((1 - reward).sum()), "kl": 0.0}
+        packed = collate_sequences(sequences).to(batch.device)
+        batch.num_tokens = packed.num_tokens
+        policy = sequence_logprobs(model, packed.input_ids, packed.labels, packed.position_ids,
+                                   packed.token_seq, packed.num_seqs, self.chunk_tokens)
+        advantage = group_advantages(reward).flatten().to(policy.tokens.device)[packed.token_seq]
+        ref_logp = None
+        if self.config.kl_coef:
+            with self.reference.use(model) as ref:
+                ref_logp = token_logprobs(ref, packed.input_ids, packed.labels, packed.position_ids,
+                                          self.chunk_tokens)
+        # Sampled from the weights being trained: the sampling log-probs are the policy's, detached.
+        per_token, kl = clipped_token_loss(policy.tokens, policy.tokens.detach(), ref_logp, advantage,
+                                           self.config.clip_epsilon, self.config.kl_coef)
+        count = policy.count.clamp(min=1)
+        per_seq = torch.zeros_like(policy.total).index_add(0, packed.token_seq, per_token) / count
+        kl_seq = torch.zeros_like(policy.total).index_add(0, packed.token_seq, kl.detach()) / count
+        loss_sum = per_seq.sum()
+        return loss_sum, {**metrics, "loss": float(loss_sum.detach()), "kl": float(kl_seq.sum())}

@@ -1,0 +1,187 @@
+"""Preference optimisation from (prompt, chosen, rejected) pairs: DPO, IPO and SimPO.
+
+With policy log-probabilities pi(y|x) summed over the answer's tokens and the reference's
+ref(y|x), h = [pi(c) - ref(c)] - [pi(r) - ref(r)]:
+
+    sigmoid (DPO, Rafailov et al. 2023)  -(1 - eps) log s(beta h) - eps log s(-beta h)
+    ipo (Azar et al. 2023)               (h - 1 / (2 beta))^2
+    simpo (Meng et al. 2024)             as sigmoid, on beta [avg pi(c) - avg pi(r)] - gamma
+
+SimPO is the reference-free variant: it needs no reference pass at all (half the forward
+work of DPO, no frozen copy under full fine-tuning) and its length-normalised log-probability
+is the quantity generation ranks by, so it does not reward longer answers for being longer.
+ORPO, the other candidate, mixes an SFT term into the loss and would need a second, token-
+level objective in the same pass. Label smoothing (conservative DPO) applies to sigmoid and
+simpo; IPO's squared loss has no labels to smooth.
+
+The implicit rewards are beta [pi(y) - ref(y)] (beta avg pi(y) for SimPO); the reward
+accuracy is the fraction of pairs whose chosen answer gets the higher reward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tunesmith.data.pack import pack_indices
+from tunesmith.data.records import PreferenceRecord, Record, Source
+from tunesmith.data.render import RenderedExample, Renderer, fit_length
+from tunesmith.errors import DataError, RecipeError
+from tunesmith.recipe import PreferenceConfig
+from tunesmith.train.logprobs import sequence_logprobs
+from tunesmith.train.objectives.reference import Reference
+from tunesmith.train.objectives.sequences import SequenceBatch, collate_sequences
+
+DEFAULT_BETA = {"sigmoid": 0.1, "ipo": 0.1, "simpo": 2.0}
+
+
+def resolve_beta(config: PreferenceConfig) -> float:
+    return DEFAULT_BETA[config.loss] if config.beta == "auto" else float(config.beta)
+
+
+@dataclass(slots=True)
+class PairExample:
+    """A rendered preference pair; `reference` holds precomputed reference log-probs."""
+
+    chosen: RenderedExample
+    rejected: RenderedExample
+    reference: tuple[float, float] | None = None
+
+    def __len__(self) -> int:
+        return len(self.chosen) + len(self.rejected)
+
+    @property
+    def trained_tokens(self) -> int:
+        return self.chosen.trained_tokens + self.rejected.trained_tokens
+
+    @property
+    def source(self) -> Source:
+        return self.chosen.source
+
+
+def render_pair(renderer: Renderer, record: Record, max_length: int,
+                overlong: str) -> tuple[PairExample | None, bool]:
+    """Both answers rendered after the same prompt; each side is held to max_length."""
+    if not isinstance(record, PreferenceRecord):
+        raise DataError(f"{record.format} examples cannot train a preference method",
+                        where=str(record.source),
+                        fix="give preference pairs ({prompt, chosen, rejected} or the hosted "
+                            "API's {input, preferred_output, non_preferred_output})")
+    chosen, rejected = renderer.render_pair(record)
+    for side in (chosen, rejected):
+        if side.trained_tokens == 0:
+            raise DataError("an answer of the pair has no tokens to learn from", where=str(record.source))
+    fitted = [fit_length(side, max_length, overlong) for side in (chosen, rejected)]
+    if fitted[0] is None or fitted[1] is None:
+        return None, False
+    return PairExample(fitted[0], fitted[1]), fitted[0] is not chosen or fitted[1] is not rejected
+
+
+def collate_pairs(examples: list[PairExample]) -> SequenceBatch:
+    """Chosen and rejected of every pair in one packed row: sequences 2i and 2i+1."""
+    sequences = [(side.input_ids, side.loss_mask) for e in examples for side in (e.chosen, e.rejected)]
+    batch = collate_sequences(sequences)
+    if examples and all(e.reference is not None for e in examples):
+        batch.extra["reference"] = torch.tensor([v for e in examples for v in e.reference],
+                                                dtype=torch.float32)
+    return batch
+
+
+def summarise_pairs(totals: dict[str, float]) -> dict[str, float]:
+    pairs = max(totals.get("pairs", 0.0), 1.0)
+    return {"loss": totals.get("loss", 0.0) / pairs,
+            "chosen_reward": totals.get("chosen_reward", 0.0) / pairs,
+            "rejected_reward": totals.get("rejected_reward", 0.0) / pairs,
+            "reward_margin": totals.get("reward_margin", 0.0) / pairs,
+            "reward_accuracy": totals.get("reward_accuracy", 0.0) / pairs,
+            "pairs": totals.get("pairs", 0.0), "tokens": totals.get("tokens", 0.0)}
+
+
+def preference_loss(config: PreferenceConfig, policy: torch.Tensor, reference: torch.Tensor | None,
+                    policy_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair losses and (chosen, rejected) rewards from per-sequence log-probs laid out
+    chosen, rejected, chosen, rejected, ..."""
+    beta, smooth = resolve_beta(config), config.label_smoothing
+    if config.loss == "simpo":
+        chosen, rejected = beta * policy_mean[0::2], beta * policy_mean[1::2]
+        logits = chosen - rejected - config.simpo_gamma
+    else:
+        assert reference is not None
+        chosen = beta * (policy[0::2] - reference[0::2])
+        rejected = beta * (policy[1::2] - reference[1::2])
+        logits = chosen - rejected
+    if config.loss == "ipo":
+        losses = (logits / beta - 1 / (2 * beta)) ** 2
+    else:
+        losses = -(1 - smooth) * F.logsigmoid(logits) - smooth * F.logsigmoid(-logits)
+    return losses, chosen.detach(), rejected.detach()
+
+
+class PreferenceObjective:
+    name = "dpo"
+    head = "causal_lm"
+    render_example = staticmethod(render_pair)
+    summarise = staticmethod(summarise_pairs)
+
+    def __init__(self, config: PreferenceConfig, chunk_tokens: int = 1024):
+        if config.loss == "ipo" and config.label_smoothing:
+            raise RecipeError("label smoothing does not apply to the IPO loss",
+                              where="preference.label_smoothing", fix="set it to 0, or use loss: sigmoid")
+        self.config = config
+        self.chunk_tokens = chunk_tokens
+        self.reference = Reference()
+        self.needs_reference = config.loss != "simpo"
+
+    def prepare(self, model: torch.nn.Module, tokenizer: Any, datasets: list[list[PairExample]],
+                budget: int, device: torch.device) -> None:
+        if not self.needs_reference:
+            return
+        if self.config.precompute_reference:
+            for examples in datasets:
+                self.precompute(model, examples, budget, device)
+        else:
+            self.reference.attach(model)
+
+    def precompute(self, model: torch.nn.Module, examples: list[PairExample], budget: int,
+                   device: torch.device) -> None:
+        """Reference log-probs of every pair, once, before training changes the model."""
+        was_training = model.training
+        model.eval()
+        lengths = [len(e) for e in examples]
+        for micro in pack_indices(range(len(examples)), lengths, budget):
+            part = [examples[i] for i in micro]
+            values = self._reference_logps(model, collate_pairs(part).to(device), untrained=True).tolist()
+            for index, example in enumerate(part):
+                example.reference = (values[2 * index], values[2 * index + 1])
+        model.train(was_training)
+
+    def _reference_logps(self, model: torch.nn.Module, batch: SequenceBatch,
+                         untrained: bool = False) -> torch.Tensor:
+        with self.reference.use(model, untrained) as ref:
+            return sequence_logprobs(ref, batch.input_ids, batch.labels, batch.position_ids, batch.token_seq,
+                                     batch.num_seqs, self.chunk_tokens).total
+
+    def collate(self, examples: list[PairExample]) -> SequenceBatch:
+        return collate_pairs(examples)
+
+    def units(self, batch: SequenceBatch) -> int:
+        return batch.num_seqs // 2
+
+    def __call__(self, model: torch.nn.Module, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        policy = sequence_logprobs(model, batch.input_ids, batch.labels, batch.position_ids, batch.token_seq,
+                                   batch.num_seqs, self.chunk_tokens)
+        reference = None
+        if self.needs_reference:
+            reference = batch.extra.get("reference")
+            if reference is None:
+                reference = self._reference_logps(model, batch)
+        losses, chosen, rejected = preference_loss(self.config, policy.total, reference, policy.mean)
+        loss_sum = losses.sum()
+        return loss_sum, {"loss": float(loss_sum.detach()), "chosen_reward": float(chosen.sum()),
+                          "rejected_reward": float(rejected.sum()),
+                          "reward_margin": float((chosen - rejected).sum()),
+                          "reward_accuracy": float((chosen > rejected).sum()),
+                          "pairs": float(losses.numel()), "tokens": float(batch.token_seq.numel())}
