@@ -9,7 +9,7 @@ import torch
 from tunesmith.errors import RecipeError
 from tunesmith.recipe import ReinforcementConfig, load_recipe
 from tunesmith.train.objectives import make_objective
-from tunesmith.train.objectives.grpo import fill_template, group_advantages, make_graders
+from tunesmith.train.objectives.grpo import group_advantages, make_graders
 
 ITEM = {"messages": [{"role": "user", "content": "2+2?"}], "answer": "4", "meta": {"unit": "Days"}}
 
@@ -19,14 +19,13 @@ def check(operation: str, reference: str = "{{item.answer}}") -> dict:
             "reference": reference}
 
 
-def test_templates_read_the_sample_and_nested_item_fields() -> None:
-    template = "{{ sample.output_text }}/{{item.answer}}/{{item.meta.unit}}"
-    assert fill_template(template, "x", ITEM) == "x/4/Days"
-    assert fill_template("{{item.missing}}", "x", ITEM) == ""
+def test_graders_read_the_sample_and_nested_item_fields() -> None:
+    (grader,) = make_graders([check("eq", "{{ item.meta.unit }}")])
+    assert grader("Days", ITEM) == 1.0 and grader("days", ITEM) == 0.0
 
 
 @pytest.mark.parametrize(("operation", "sample", "grade"), [
-    ("eq", "4", 1.0), ("eq", "4 ", 0.0), ("ne", "5", 1.0), ("ne", "4", 0.0),
+    ("eq", "4", 1.0), ("eq", " 4\n", 1.0), ("eq", "4.", 0.0), ("ne", "5", 1.0), ("ne", "4", 0.0),
     ("like", "it is 4.", 1.0), ("like", "four", 0.0)])
 def test_string_check_operations(operation, sample, grade) -> None:
     (grader,) = make_graders([check(operation)])
@@ -41,7 +40,7 @@ def test_ilike_ignores_case() -> None:
 
 
 @pytest.mark.parametrize(("config", "where"), [
-    ({"type": "python", "source": "..."}, "reinforcement.graders[0].type"),
+    ({"type": "score_model", "model": "judge"}, "reinforcement.graders[0].type"),
     ({**check("eq"), "extra": 1}, "reinforcement.graders[0].extra"),
     (check("regex"), "reinforcement.graders[0].operation"),
     ({"type": "string_check", "operation": "eq", "input": "{{sample.output_text}}"},

@@ -20,7 +20,6 @@ unchanged.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,80 +42,33 @@ ADVANTAGE_EPS = 1e-4
 
 # --- graders ---------------------------------------------------------------------------
 
-_TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
-_STRING_OPS: dict[str, Callable[[str, str], bool]] = {
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
-    "like": lambda a, b: b in a,
-    "ilike": lambda a, b: b.lower() in a.lower(),
-}
-_GRADER_KEYS = {"string_check": {"type", "name", "operation", "input", "reference"},
-                "reward_model": {"type", "name", "path"}}
-
-
-def fill_template(template: str, sample_text: str, item: dict[str, Any]) -> str:
-    """Replace {{sample.output_text}} and {{item.a.b}} as the hosted API's graders do."""
-
-    def value(match: re.Match[str]) -> str:
-        head, *path = match.group(1).split(".")
-        if head == "sample" and path == ["output_text"]:
-            return sample_text
-        node: Any = item if head == "item" else None
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        return "" if node is None else str(node)
-
-    return _TEMPLATE.sub(value, template)
-
-
-def _string_check(config: dict[str, Any], where: str) -> Grader:
-    operation = config.get("operation")
-    if operation not in _STRING_OPS:
-        raise RecipeError(f"string_check operation {operation!r} is not supported",
-                          where=f"{where}.operation",
-                          fix=f"use one of: {', '.join(_STRING_OPS)}")
-    for key in ("input", "reference"):
-        if not isinstance(config.get(key), str):
-            raise RecipeError(f"string_check needs '{key}' as a string", where=f"{where}.{key}",
-                              fix='e.g. input: "{{sample.output_text}}", reference: "{{item.answer}}"')
-    compare, source, target = _STRING_OPS[operation], config["input"], config["reference"]
-
-    def grade(sample_text: str, item: dict[str, Any]) -> float:
-        left, right = fill_template(source, sample_text, item), fill_template(target, sample_text, item)
-        return float(compare(left, right))
-
-    return grade
+_REWARD_MODEL_KEYS = {"type", "name", "path"}
 
 
 def make_graders(configs: Sequence[dict[str, Any]]) -> list[Grader]:
-    """Graders from their recipe configs (the hosted API's shapes).
+    """Graders from their recipe configs: every kind evaluation grades with
+    (tunesmith.evaluate.graders: the hosted API's string_check, text_similarity, python, multi,
+    and tunesmith's own), so training and evaluation grade alike; plus
+    {"type": "reward_model", "path": RUN_OR_FOLDER}, a model trained with method: reward."""
+    from tunesmith.evaluate.graders import build_grader
 
-    Supported here: {"type": "string_check", "operation": "eq" | "ne" | "like" | "ilike",
-    "input": "{{sample.output_text}}", "reference": "{{item.FIELD}}"} and
-    {"type": "reward_model", "path": RUN_OR_FOLDER} (a model trained with method: reward).
-    Once tunesmith.evaluate.graders lands, every other type is delegated to its
-    build_grader(config), so training and evaluation grade the same way.
-    """
     graders: list[Grader] = []
     for index, config in enumerate(configs):
         where = f"reinforcement.graders[{index}]"
-        kind = config.get("type") if isinstance(config, dict) else None
-        if kind not in _GRADER_KEYS:
-            raise RecipeError(f"grader type {kind!r} is not supported", where=f"{where}.type",
-                              fix=f"use one of: {', '.join(_GRADER_KEYS)}")
-        unknown = sorted(set(config) - _GRADER_KEYS[kind])
+        if not (isinstance(config, dict) and config.get("type") == "reward_model"):
+            graders.append(build_grader(config, where))
+            continue
+        unknown = sorted(set(config) - _REWARD_MODEL_KEYS)
         if unknown:
-            raise RecipeError(f"unknown key '{unknown[0]}' in a {kind} grader", where=f"{where}.{unknown[0]}",
-                              fix=f"allowed: {', '.join(sorted(_GRADER_KEYS[kind]))}")
-        if kind == "string_check":
-            graders.append(_string_check(config, where))
-        else:
-            if not isinstance(config.get("path"), str):
-                raise RecipeError("a reward_model grader needs 'path'", where=f"{where}.path",
-                                  fix="point it at a run trained with method: reward")
-            from tunesmith.train.objectives.reward import load_reward_scorer
+            raise RecipeError(f"unknown key '{unknown[0]}' in a reward_model grader",
+                              where=f"{where}.{unknown[0]}",
+                              fix=f"allowed: {', '.join(sorted(_REWARD_MODEL_KEYS))}")
+        if not isinstance(config.get("path"), str):
+            raise RecipeError("a reward_model grader needs 'path'", where=f"{where}.path",
+                              fix="point it at a run trained with method: reward")
+        from tunesmith.train.objectives.reward import load_reward_scorer
 
-            graders.append(load_reward_scorer(config["path"]))
+        graders.append(load_reward_scorer(config["path"]))
     return graders
 
 
