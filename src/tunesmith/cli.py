@@ -26,6 +26,9 @@ COMMAND_MODULES = (
     "tunesmith.commands.datasets",
     "tunesmith.commands.lineage",
     "tunesmith.commands.retrain",
+    "tunesmith.commands.serve",
+    "tunesmith.commands.worker",
+    "tunesmith.commands.keys",
 )
 
 
