@@ -82,7 +82,7 @@ def metrics_data(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_object(row: Checkpoint, model_name: str) -> dict[str, Any]:
-    m = row.metrics or {}
+    m = _checkpoint_metrics(row.metrics or {})
     return {"id": row.id, "object": "fine_tuning.job.checkpoint", "created_at": int(row.created_at),
             "fine_tuned_model_checkpoint": f"{model_name}:ckpt-step-{row.step}",
             "fine_tuning_job_id": row.job_id, "step_number": row.step,
@@ -92,6 +92,15 @@ def checkpoint_object(row: Checkpoint, model_name: str) -> dict[str, Any]:
                         "valid_mean_token_accuracy": m.get("eval_token_accuracy"),
                         "full_valid_loss": m.get("eval_loss"),
                         "full_valid_mean_token_accuracy": m.get("eval_token_accuracy")}}
+
+
+def _checkpoint_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoint metrics are prefixed (train_loss, eval_loss) when recorded during training, and
+    a raw loop record ({"type": "eval", "loss": ...}) when recorded from the run folder afterwards."""
+    kind = metrics.get("type")
+    if kind in ("train", "eval"):
+        return {f"{kind}_{k}": v for k, v in metrics.items()}
+    return metrics
 
 
 def model_object(model_id: str, created: float, owned_by: str = OWNER) -> dict[str, Any]:

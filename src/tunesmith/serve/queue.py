@@ -50,20 +50,25 @@ def claim(registry: Registry, worker_id: str) -> Job | None:
     return registry.write(work)
 
 
-def heartbeat(registry: Registry, worker_id: str) -> list[Job]:
-    """Refresh this worker's claims; returns its jobs (to see requested cancels and pauses)."""
-    def work(session: Session) -> list[Job]:
-        session.execute(update(Job).where(Job.worker_id == worker_id).values(heartbeat_at=now()))
-        return list(session.scalars(select(Job).where(Job.worker_id == worker_id)))
-    return registry.write(work)
+def heartbeat(registry: Registry, worker_id: str) -> None:
+    """Refresh this worker's claims."""
+    beat = update(Job).where(Job.worker_id == worker_id).values(heartbeat_at=now())
+    registry.write(lambda s: s.execute(beat))
 
 
-def requeue_stale(registry: Registry, stale_seconds: float) -> list[str]:
-    """Hand back jobs whose worker stopped beating; a requested pause or cancel is applied now."""
+def claimed(registry: Registry, worker_id: str) -> list[Job]:
+    """This worker's jobs, to see requested cancels and pauses."""
+    return registry.read(lambda s: list(s.scalars(select(Job).where(Job.worker_id == worker_id))))
+
+
+def requeue_stale(registry: Registry, stale_seconds: float, own: str | None = None) -> list[str]:
+    """Hand back jobs whose worker stopped beating; a requested pause or cancel is applied now.
+    A worker never takes back its own jobs (`own`): while it runs, their children are its to reap."""
     def work(session: Session) -> list[str]:
-        rows = list(session.scalars(select(Job).where(
-            Job.worker_id.is_not(None), Job.heartbeat_at < now() - stale_seconds)
-            .with_for_update(skip_locked=True)))
+        query = select(Job).where(Job.worker_id.is_not(None), Job.heartbeat_at < now() - stale_seconds)
+        if own is not None:
+            query = query.where(Job.worker_id != own)
+        rows = list(session.scalars(query.with_for_update(skip_locked=True)))
         for job in rows:
             job.worker_id, job.heartbeat_at = None, None
             if job.status in FINISHED or job.status == "paused":
