@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tunesmith.cli import main
+from tunesmith.commands.serve import is_loopback
 from tunesmith.serve import auth
 from tunesmith.serve.app import create_app
 from tunesmith.serve.generation import StopScanner
@@ -132,3 +134,21 @@ def test_stop_sequences_cut_streamed_text_without_leaking_a_prefix() -> None:
     assert plain.feed("abc") == "abc" and plain.flush() == ""
     held = StopScanner(["xyz"])
     assert held.feed("abx") == "ab" and held.flush() == "x"
+
+
+def test_keys_commands_show_a_key_once_and_revoke_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "create", "--name", "laptop"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith(auth.KEY_PREFIX)
+    assert main(["keys", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "laptop" in listed and key not in listed
+    assert main(["keys", "revoke", "laptop"]) == 0
+    registry = open_registry()
+    assert [k.revoked_at is not None for k in auth.list_keys(registry)] == [True]
+    registry.close()
+
+
+def test_only_loopback_addresses_count_as_private() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.com")

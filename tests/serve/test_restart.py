@@ -27,7 +27,7 @@ def test_keys_are_required_and_a_killed_server_resumes_its_job(tmp_path: Path, d
 
         client = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0, timeout=120)
         uploaded = client.files.create(file=(data_dir / "colours.jsonl").open("rb"), purpose="fine-tune")
-        steps = {"training.max_steps": 14, "training.batch_size": 2, "training.save_every": 1,
+        steps = {"training.max_steps": 8, "training.batch_size": 2, "training.save_every": 1,
                  "training.eval_every": 1000}
         job = client.fine_tuning.jobs.create(model="tunesmith/tiny-chat", training_file=uploaded.id,
                                              extra_body={"tunesmith": {"set": steps}})

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from tunesmith.serve import queue
@@ -49,8 +50,8 @@ class Worker:
     worker_id: str = field(default_factory=lambda: new_worker_id())
     children: dict[str, Child] = field(default_factory=dict)
     stop_event: threading.Event = field(default_factory=threading.Event)
-    errors: list[str] = field(default_factory=list)
-    """Registry problems met by the loop (kept, not raised: the worker keeps going)."""
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=100))
+    """The latest registry problems met by the loop (kept, not raised: the worker keeps going)."""
     context: multiprocessing.context.BaseContext = field(default_factory=child_context)
 
     def run(self) -> None:
