@@ -145,7 +145,9 @@ def resume(registry: Registry, job_id: str) -> Job:
             hint = " (it is being paused: try again in a moment)" if job.requested_action == "pause" else ""
             raise APIError(400, f"job {job_id} is {job.status}, not paused{hint}",
                            param="fine_tuning_job_id", code="job_not_paused")
-        job.status, job.error, job.finished_at = "queued", None, None
+        # A job paused before it ever trained has its files checked again on the way back.
+        job.status = "queued" if job.started_at is not None else "validating_files"
+        job.error, job.finished_at = None, None
         _event(session, job.id, "Job resumed; it continues from its last checkpoint")
         return job
     return registry.write(work)

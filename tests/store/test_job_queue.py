@@ -1,4 +1,6 @@
-"""The job queue's transactions: exclusive claims, stale workers, cancel/pause/resume, settling."""
+"""The server's job queue transactions: exclusive claims, stale workers, cancel/pause/resume,
+settling. On SQLite, and on PostgreSQL when TUNESMITH_TEST_POSTGRES_URL is set (the claim
+there takes rows with FOR UPDATE SKIP LOCKED)."""
 
 from __future__ import annotations
 
@@ -13,24 +15,18 @@ from tunesmith.serve.errors import APIError
 from tunesmith.store import Registry, open_registry
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    opened = open_registry(home=tmp_path / "home")
-    yield opened
-    opened.close()
-
-
 def queued(registry: Registry, count: int = 1) -> list[str]:
     recipe = {"base_model": "tunesmith/tiny-chat"}
     return [registry.create_job(recipe, status="queued").id for _ in range(count)]
 
 
-def test_concurrent_workers_never_claim_the_same_job(registry: Registry, tmp_path: Path) -> None:
+def test_concurrent_workers_never_claim_the_same_job(registry: Registry, registry_url: str,
+                                                     tmp_path: Path) -> None:
     jobs = set(queued(registry, 12))
     claims: dict[str, list[str]] = {}
 
     def work(name: str) -> None:
-        own = open_registry(home=tmp_path / "home")  # its own connections, as another process would
+        own = open_registry(registry_url, home=tmp_path / "home")  # its own connections, like a process
         claims[name] = []
         while (job := queue.claim(own, name)) is not None:
             claims[name].append(job.id)
@@ -68,15 +64,16 @@ def test_a_dead_workers_jobs_are_requeued_or_get_their_requested_stop(registry: 
 def test_stop_requests_before_and_after_a_claim(registry: Registry) -> None:
     waiting, claimed = queued(registry, 2)
     assert queue.request_stop(registry, waiting, "pause").status == "paused"  # no child: at once
-    assert queue.resume(registry, waiting).status == "queued"
+    assert queue.resume(registry, waiting).status == "validating_files"  # never trained: checked again
     assert queue.request_stop(registry, waiting, "cancel").status == "cancelled"
     with pytest.raises(APIError) as caught:
         queue.request_stop(registry, waiting, "pause")
     assert caught.value.status == 400
 
     queue.claim(registry, "w")  # takes `claimed` (the other one is cancelled)
+    registry.update_job(claimed, status="running")
     job = queue.request_stop(registry, claimed, "pause")
-    assert (job.status, job.requested_action) == ("queued", "pause")  # the worker passes it on
+    assert (job.status, job.requested_action) == ("running", "pause")  # the worker passes it on
     with pytest.raises(APIError):
         queue.resume(registry, claimed)  # not paused yet
     registry.update_job(claimed, status="cancelled")  # what the loop reports when it stops
