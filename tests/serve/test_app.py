@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -31,7 +32,7 @@ def make_client(registry: Registry, tmp_path: Path, **limits: int) -> TestClient
     return TestClient(create_app(registry, tmp_path, Limits(**limits)))
 
 
-def upload(client: TestClient, text: str, name: str = "data.jsonl", **headers: str):
+def upload(client: TestClient, text: str, name: str = "data.jsonl", **headers: str) -> httpx.Response:
     return client.post("/v1/files", files={"file": (name, text.encode())}, data={"purpose": "fine-tune"},
                        headers=headers)
 
@@ -90,7 +91,7 @@ def test_job_requests_become_checked_recipes(registry: Registry, tmp_path: Path)
     client = make_client(registry, tmp_path)
     file_id = upload(client, json.dumps(ROW) + "\n").json()["id"]
 
-    def create(**fields: object):
+    def create(**fields: object) -> httpx.Response:
         return client.post("/v1/fine_tuning/jobs", json={"model": "tunesmith/tiny-chat",
                                                          "training_file": file_id, **fields})
     job = create(method={"type": "supervised", "supervised": {"hyperparameters": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import ModelError, TunesmithError
 from tunesmith.serve import queue
 from tunesmith.store.registry import Registry
 from tunesmith.store.schema import Job
@@ -27,6 +27,9 @@ def validate_job_files(registry: Registry, job: Job) -> bool:
                                max_length=int(data.get("max_length") or 2048),
                                loss_on=data.get("loss_on") or "assistant",
                                overlong=data.get("overlong") or "truncate")
+    except ModelError as exc:  # the base model's tokenizer cannot be loaded
+        queue.fail(registry, job.id, str(exc), "invalid_model", "model")
+        return False
     except TunesmithError as exc:
         queue.fail(registry, job.id, _readable(str(exc), files), "invalid_training_file", "training_file")
         return False
