@@ -29,6 +29,9 @@ COMMAND_MODULES = (
     "tunesmith.commands.lineage",
     "tunesmith.commands.retrain",
     "tunesmith.commands.export",
+    "tunesmith.commands.serve",
+    "tunesmith.commands.worker",
+    "tunesmith.commands.keys",
 )
 
 

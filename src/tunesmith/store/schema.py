@@ -42,6 +42,7 @@ class File(Base):
     purpose: Mapped[str] = mapped_column(String(40), default="fine-tune")
     location: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    deleted_at: Mapped[float | None] = mapped_column(Float)  # hidden from the API; jobs keep their data
 
 
 class DatasetVersion(Base):
@@ -82,7 +83,20 @@ class Job(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now)
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
-    __table_args__ = (Index("ix_jobs_run_dir", "run_dir"),)
+    # Fields of jobs made through the HTTP API (None for CLI runs).
+    training_file: Mapped[str | None] = mapped_column(String(40))
+    validation_file: Mapped[str | None] = mapped_column(String(40))
+    hyperparameters: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    user_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    error_param: Mapped[str | None] = mapped_column(String(60))
+    # The worker protocol: a requested stop (cancel or pause), the claiming worker and its heartbeat.
+    requested_action: Mapped[str | None] = mapped_column(String(20))
+    worker_id: Mapped[str | None] = mapped_column(String(120))
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (Index("ix_jobs_run_dir", "run_dir"),
+                      Index("ix_jobs_status_worker", "status", "worker_id"))
 
 
 class Event(Base):
@@ -147,3 +161,15 @@ class Alias(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
     updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ApiKey(Base):
+    """A key for the HTTP API. Only its SHA-256 is kept; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key-"))
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    revoked_at: Mapped[float | None] = mapped_column(Float)

@@ -1,0 +1,30 @@
+"""What every route needs, kept on app.state and handed out as FastAPI dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from tunesmith.serve.limits import Limits
+from tunesmith.store.registry import Registry
+
+
+@dataclass(slots=True)
+class ServerState:
+    registry: Registry
+    limits: Limits
+    home: Path
+    cache: Any = None  # serve.cache.InferenceCache, made on first chat so torch loads only then
+    worker: Any = None  # serve.worker.Worker when the worker runs alongside
+    generations: Any = None  # threading.BoundedSemaphore: the cap on concurrent generations
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+
+def server(request: Request) -> ServerState:
+    return request.app.state.server
