@@ -103,8 +103,16 @@ def test_job_requests_become_checked_recipes(registry: Registry, tmp_path: Path)
     assert recipe["training"]["learning_rate"] == pytest.approx(1e-4)
     assert recipe["adapter"]["rank"] == 4 and recipe["output"]["name"] == job["id"]
     assert recipe["data"]["train"] == registry.file(file_id).location
-    assert create(method={"type": "dpo"}).json()["method"]["type"] == "dpo"
-    assert registry.job(create(method={"type": "reinforcement"}).json()["id"]).recipe["method"] == "grpo"
+    dpo = create(method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}}).json()
+    assert dpo["method"]["type"] == "dpo" and registry.job(dpo["id"]).recipe["preference"]["beta"] == 0.2
+    grader = {"type": "string_check", "name": "days", "operation": "ilike",
+              "input": "{{sample.output_text}}", "reference": "days"}
+    rft = registry.job(create(method={"type": "reinforcement", "reinforcement": {"grader": grader}})
+                       .json()["id"]).recipe
+    assert rft["method"] == "grpo" and rft["reinforcement"]["graders"] == [grader]
+    no_grader = create(method={"type": "reinforcement"})
+    assert no_grader.status_code == 400
+    assert no_grader.json()["error"]["param"] == "method.reinforcement.grader"
 
     locked = create(tunesmith={"set": {"data.train": "/etc/passwd"}})
     assert locked.status_code == 400 and locked.json()["error"]["param"] == "tunesmith.set.data.train"

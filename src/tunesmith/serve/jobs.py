@@ -24,7 +24,6 @@ from tunesmith.serve.state import ServerState, server
 from tunesmith.store.schema import Checkpoint, Event, Job, Model, new_id
 
 router = APIRouter()
-METHODS = {"supervised": "sft", "dpo": "dpo", "reinforcement": "grpo"}
 LOCKED_KEYS = ("base_model", "revision", "trust_remote_code", "method", "data.train", "data.validation",
                "output", "evaluation.data", "evaluation.forgetting")
 """Recipe keys a request may not set through the extension: they name server files or code."""
@@ -89,7 +88,7 @@ def create_job(request: JobCreate, state: Annotated[ServerState, Depends(server)
     settings = getattr(method, method.type) or MethodSettings()
     hyper = request.hyperparameters or settings.hyperparameters
     job_id = new_id("ftjob-")
-    recipe = _recipe(request, job_id, method.type, hyper, train.location,
+    recipe = _recipe(request, job_id, method.type, hyper, settings.grader, train.location,
                      validation.location if validation else None, state)
     shown = {"n_epochs": hyper.n_epochs, "batch_size": hyper.batch_size,
              "learning_rate_multiplier": hyper.learning_rate_multiplier}
@@ -116,12 +115,12 @@ def _check_model(model: str) -> None:
                        param="model", code="model_not_available")
 
 
-def _recipe(request: JobCreate, job_id: str, method: str, hyper: Hyperparameters, train: str,
-            validation: str | None, state: ServerState) -> dict[str, Any]:
-    from tunesmith.train.auto import LEARNING_RATES
+def _recipe(request: JobCreate, job_id: str, method: str, hyper: Hyperparameters,
+            grader: dict[str, Any] | None, train: str, validation: str | None,
+            state: ServerState) -> dict[str, Any]:
+    from tunesmith.train.methods import apply_api_method
 
-    raw: dict[str, Any] = {"base_model": request.model, "method": METHODS[method],
-                           "data": {"train": train, "validation": validation},
+    raw: dict[str, Any] = {"base_model": request.model, "data": {"train": train, "validation": validation},
                            "training": {}, "output": {"dir": str(state.runs_dir.resolve()), "name": job_id}}
     for key, value in (request.tunesmith.set if request.tunesmith else {}).items():
         if any(key == locked or key.startswith(locked + ".") for locked in LOCKED_KEYS):
@@ -131,21 +130,17 @@ def _recipe(request: JobCreate, job_id: str, method: str, hyper: Hyperparameters
             apply_override(raw, f"{key}={_yaml(value)}")
         except RecipeError as exc:
             raise APIError(400, str(exc), param=f"tunesmith.set.{key}", code="invalid_value") from None
-    training = raw["training"]
-    for name, key in (("n_epochs", "epochs"), ("batch_size", "batch_size")):
-        if getattr(hyper, name) != "auto":
-            training[key] = getattr(hyper, name)
-    if request.seed is not None:
-        training["seed"] = request.seed
+    # The hosted API's method object maps onto the recipe the same way for every caller.
+    body: dict[str, Any] = {"hyperparameters": hyper.model_dump(exclude_unset=True)}
+    if grader is not None:
+        body["grader"] = grader
     try:
+        raw = apply_api_method(raw, {"type": method, method: body})
+        if request.seed is not None:
+            raw["training"]["seed"] = request.seed
         recipe = build_recipe(raw, origin="request")
-        if hyper.learning_rate_multiplier != "auto":
-            base = LEARNING_RATES[recipe.adapter.kind]
-            recipe = build_recipe({**recipe.model_dump(mode="json"), "training": {
-                **recipe.model_dump(mode="json")["training"],
-                "learning_rate": base * float(hyper.learning_rate_multiplier)}}, origin="request")
     except RecipeError as exc:
-        raise APIError(400, str(exc), param="tunesmith.set", code="invalid_value") from None
+        raise APIError(400, str(exc), param=exc.where or "tunesmith.set", code="invalid_value") from None
     return recipe.model_dump(mode="json")
 
 
