@@ -27,8 +27,9 @@ def test_keys_are_required_and_a_killed_server_resumes_its_job(tmp_path: Path, d
 
         client = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0, timeout=120)
         uploaded = client.files.create(file=(data_dir / "colours.jsonl").open("rb"), purpose="fine-tune")
-        steps = {"training.max_steps": 8, "training.batch_size": 2, "training.save_every": 1,
-                 "training.eval_every": 1000}
+        # Enough steps that the job is still running when the server is killed after two checkpoints.
+        steps = {"training.max_steps": 40, "training.epochs": 10, "training.batch_size": 2,
+                 "training.save_every": 1, "training.eval_every": 1000}
         job = client.fine_tuning.jobs.create(model="tunesmith/tiny-chat", training_file=uploaded.id,
                                              extra_body={"tunesmith": {"set": steps}})
         wait_for(lambda: len(client.fine_tuning.jobs.checkpoints.list(job.id).data) >= 2)
@@ -39,6 +40,7 @@ def test_keys_are_required_and_a_killed_server_resumes_its_job(tmp_path: Path, d
         wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
                  timeout=60)
         saved = max(c.step for c in _checkpoints(home, job.id))
+        assert _status(home, job.id) == "running", "the job finished before the server was killed"
 
         server = Server(home, tmp_path / "server.log").start()
         client = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0, timeout=120)
@@ -60,5 +62,15 @@ def _checkpoints(home: Path, job_id: str) -> list:
     registry = open_registry(home=home)
     try:
         return registry.checkpoints(job_id)
+    finally:
+        registry.close()
+
+
+def _status(home: Path, job_id: str) -> str:
+    from tunesmith.store import open_registry
+
+    registry = open_registry(home=home)
+    try:
+        return registry.job(job_id).status
     finally:
         registry.close()
