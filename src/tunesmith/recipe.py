@@ -41,6 +41,8 @@ class AdapterConfig(_Section):
     dropout: Fraction = 0.05
     target_modules: Literal["all-linear"] | list[str] = "all-linear"
     freeze_layers: list[int] = Field(default_factory=list, description="decoder layer indices kept frozen")
+    init_from: str | None = Field(None, description="a trained PEFT adapter folder to start from "
+                                                    "(retraining from a model's weights)")
 
 
 class DataConfig(_Section):
@@ -157,7 +159,7 @@ class Recipe(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-PATH_KEYS = (("data", "train"), ("data", "validation"), ("evaluation", "data"),
+PATH_KEYS = (("adapter", "init_from"), ("data", "train"), ("data", "validation"), ("evaluation", "data"),
              ("evaluation", "forgetting"))
 
 

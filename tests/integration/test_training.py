@@ -432,3 +432,18 @@ def test_stopped_named_run_resumes_automatically(random_model_path, colour_data,
     seen.clear()
     finished = train(recipe, reporters=[Counter()])
     assert finished.status == "succeeded" and seen[0] == 6 and finished.steps == 12
+
+
+def test_training_can_start_from_a_trained_adapter(random_model_path, colour_data, tmp_path) -> None:
+    """adapter.init_from (retrain --from-weights): the new run's untrained held-out loss is the
+    first run's final one, not the base model's."""
+    first = train(recipe_for(random_model_path, colour_data, tmp_path / "a", "adapter.dropout=0"))
+    evals = [r for r in RunDir(first.run_dir).metrics() if r["type"] == "eval"]
+    second = train(recipe_for(random_model_path, colour_data, tmp_path / "b", "adapter.dropout=0",
+                              "training.max_steps=1", f"adapter.init_from={first.final_dir}"))
+    start = next(r for r in RunDir(second.run_dir).metrics() if r["type"] == "eval")
+    assert start["baseline"] and start["loss"] == pytest.approx(evals[-1]["loss"], rel=1e-5)
+    assert start["loss"] < evals[0]["loss"] - 0.1
+    with pytest.raises(RecipeError, match="no PEFT adapter"):
+        train(recipe_for(random_model_path, colour_data, tmp_path / "c",
+                         f"adapter.init_from={tmp_path}"))

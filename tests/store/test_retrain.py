@@ -67,3 +67,26 @@ def test_alias_guard_refuses_a_regressed_model(registry: Registry, family) -> No
     assert compare_models(registry, parent, child, 0.10, losses).passed
     move_alias(registry, "bot@production", child, verdict, force=True)
     assert registry.model("bot@production").id == child.id
+
+
+def test_alias_guard_refuses_a_model_that_forgot(registry: Registry, family) -> None:
+    parent, child = family
+    def same(model, paths: list[Path]) -> list[dict[str, float]]:
+        return [{"loss": 1.0} for _ in paths]
+
+    assert compare_models(registry, parent, child, 0.02, same).passed
+    report = {"status": "red", "forgetting": "regressed"}
+    child = registry.update_model(child.id, evaluation={**child.evaluation, "report": report})
+    verdict = compare_models(registry, parent, child, 0.02, same)
+    assert verdict.forgetting == "regressed" and not verdict.passed and not verdict.regressions
+    with pytest.raises(AliasGuardError, match="forgot too much"):
+        move_alias(registry, "bot@production", child, verdict)
+    assert registry.model("bot@production").id == parent.id
+
+
+def test_retrain_from_weights_starts_from_the_parents_adapter(registry: Registry, family,
+                                                              tmp_path: Path) -> None:
+    parent, _ = family
+    new = write_jsonl(tmp_path / "v3.jsonl", [chat("C?", "c")])
+    assert retrain_recipe(parent, new).adapter.init_from is None
+    assert retrain_recipe(parent, new, from_weights=True).adapter.init_from == parent.path

@@ -1,7 +1,7 @@
 """`tunesmith retrain MODEL --data NEW.jsonl [--alias NAME@LABEL] [--force]`.
 
-Trains a new model from MODEL's recipe on new data (a new adapter from the base model;
-starting from MODEL's weights is not supported yet), records MODEL as its parent,
+Trains a new model from MODEL's recipe on new data (a new adapter from the base model, or
+with --from-weights from MODEL's own weights), records MODEL as its parent,
 compares both on the previous and the new held-out sets, and moves the alias only
 when held-out loss did not regress past --max-regression (unless --force).
 """
@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--alias", metavar="NAME@LABEL", help="move this alias to the new model if it passes")
     parser.add_argument("--max-regression", type=float, default=MAX_REGRESSION, metavar="F",
                         help=f"largest allowed relative rise in held-out loss (default: {MAX_REGRESSION})")
+    parser.add_argument("--from-weights", action="store_true",
+                        help="start from MODEL's trained weights instead of a fresh adapter on the base")
     parser.add_argument("--force", action="store_true", help="move the alias even if the model regressed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the model's recipe (repeatable)")
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     registry = open_registry()
     parent = registry.model(args.model)
-    recipe = retrain_recipe(parent, args.data, args.validation, args.overrides)
+    recipe = retrain_recipe(parent, args.data, args.validation, args.overrides,
+                            from_weights=args.from_weights)
     # The child keeps the parent's suffix: ft:BASE:SUFFIX:ID names a model family.
     suffix = parent.name.split(":")[2] if parent.name.count(":") >= 3 else None
     tracked = train_on_terminal(recipe, parent_model_id=parent.id, suffix=suffix)

@@ -38,6 +38,9 @@ def apply_adapter(model: torch.nn.Module, config: AdapterConfig) -> torch.nn.Mod
     """Return the model ready to train: wrapped by PEFT, or with all weights trainable."""
     layer_count = _check_layers(model, config.freeze_layers)
     if config.kind == "full":
+        if config.init_from:
+            raise RecipeError("init_from starts an adapter; full fine-tuning starts from base_model",
+                              where="adapter.init_from", fix="set base_model to the model's folder instead")
         model.requires_grad_(True)
         if config.freeze_layers:
             layers = decoder_layers(model)
@@ -58,7 +61,28 @@ def apply_adapter(model: torch.nn.Module, config: AdapterConfig) -> torch.nn.Mod
         # SEQ_CLS makes PEFT train and save the new scalar head of a reward model in full.
         task_type="SEQ_CLS" if is_score_model(model) else "CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    wrapped = get_peft_model(model, lora)
+    if config.init_from:
+        _load_adapter_weights(wrapped, Path(config.init_from))
+    return wrapped
+
+
+def _load_adapter_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Start from a trained adapter of the same shape (retraining from a model's weights)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    file = folder / "adapter_model.safetensors"
+    if not file.exists():
+        raise RecipeError(f"no PEFT adapter to start from at {folder}", where="adapter.init_from",
+                          fix="point it at a run's final/ folder trained with LoRA or DoRA")
+    result = set_peft_model_state_dict(model, load_file(file))
+    # PEFT reports trainable adapter tensors the file did not fill: a different rank or targets.
+    unfilled = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if unfilled:
+        raise RecipeError(f"the adapter at {folder} does not match this recipe's adapter "
+                          f"({len(unfilled)} tensors not filled, e.g. {unfilled[0]})",
+                          where="adapter.init_from", fix="keep the adapter's rank and target_modules")
 
 
 def is_score_model(model: torch.nn.Module) -> bool:

@@ -20,8 +20,10 @@ DEFAULT_MAX_REGRESSION = 0.02  # 2% higher held-out loss than the parent's
 
 
 def retrain_recipe(parent: Model, data: str | Path, validation: str | Path | None = None,
-                   overrides: tuple[str, ...] | list[str] = (), output_dir: str | None = None) -> Any:
-    """The parent's recipe with the new data, a fresh run name and `--set` overrides."""
+                   overrides: tuple[str, ...] | list[str] = (), output_dir: str | None = None,
+                   from_weights: bool = False) -> Any:
+    """The parent's recipe with the new data, a fresh run name and `--set` overrides; with
+    `from_weights`, training starts from the parent's adapter (or, fully fine-tuned, its weights)."""
     from tunesmith.recipe import apply_override, build_recipe
 
     raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in parent.recipe.items()}
@@ -32,6 +34,11 @@ def retrain_recipe(parent: Model, data: str | Path, validation: str | Path | Non
     raw["output"] = {**(raw.get("output") or {}), "name": name}
     if output_dir:
         raw["output"]["dir"] = output_dir
+    if from_weights:
+        if (raw.get("adapter") or {}).get("kind") == "full":
+            raw["base_model"] = parent.path
+        else:
+            raw["adapter"] = {**(raw.get("adapter") or {}), "init_from": parent.path}
     for override in overrides:
         apply_override(raw, override)
     return build_recipe(raw, origin=f"recipe of {parent.name}")
@@ -54,6 +61,8 @@ class Comparison:
 class Verdict:
     max_regression: float
     comparisons: list[Comparison] = field(default_factory=list)
+    forgetting: str | None = None
+    """The child's forgetting probe from its evaluation report: "ok", "regressed" or None (not run)."""
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -62,10 +71,10 @@ class Verdict:
     @property
     def passed(self) -> bool:
         """No held-out set to judge by is not a pass: the guard cannot vouch for the model."""
-        return bool(self.comparisons) and not self.regressions
+        return bool(self.comparisons) and not self.regressions and self.forgetting != "regressed"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_regression": self.max_regression, "passed": self.passed,
+        return {"max_regression": self.max_regression, "passed": self.passed, "forgetting": self.forgetting,
                 "comparisons": [{**asdict(c), "change": c.change} for c in self.comparisons]}
 
 
@@ -93,7 +102,8 @@ def compare_models(registry: Registry, parent: Model, child: Model, max_regressi
     """
     if losses is None:
         from tunesmith.store.heldout import heldout_losses as losses
-    verdict = Verdict(max_regression)
+    report = (child.evaluation or {}).get("report") or {}
+    verdict = Verdict(max_regression, forgetting=report.get("forgetting"))
     sets = heldout_sets(registry, parent, child)
     if not sets:
         return verdict
@@ -109,6 +119,11 @@ def move_alias(registry: Registry, alias: str, child: Model, verdict: Verdict, f
     if not verdict.comparisons and not force:
         raise AliasGuardError(f"{alias} stays on its model: no held-out set to compare {child.name} on",
                               where=alias, fix="retrain with --validation FILE, or pass --force")
+    if verdict.forgetting == "regressed" and not force:
+        raise AliasGuardError(
+            f"{alias} stays on its model: {child.name} forgot too much (its forgetting probe on the "
+            "general reference set regressed past the threshold; see its report)", where=alias,
+            fix="lower the learning rate or epochs, use an adapter, or pass --force to move the alias anyway")
     if not verdict.passed and not force:
         worst = max(verdict.regressions, key=lambda c: c.change)
         raise AliasGuardError(
