@@ -69,3 +69,24 @@ class ConsoleProgress:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def train_on_terminal(recipe: Any = None, **tracking: Any) -> Any:
+    """Train as a registry job with the progress bar on the terminal; what the registry could
+    not record is shown as a warning (the run folder stays the source of truth).
+
+    `tracking` goes to tunesmith.store.tracking.train_tracked (resume_dir, parent_model_id, ...).
+    """
+    from tunesmith.commands.console import console, err_console
+    from tunesmith.store import open_registry
+    from tunesmith.store.tracking import train_tracked
+
+    registry = open_registry()
+    progress = ConsoleProgress(console)
+    try:
+        tracked = train_tracked(registry, recipe, reporters=[progress], **tracking)
+    finally:
+        progress.close()
+    for failure in tracked.registry_failures:
+        err_console.print(f"[yellow]registry:[/] {failure}", highlight=False)
+    return tracked

@@ -22,13 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.commands.console import console
-    from tunesmith.commands.progress import ConsoleProgress
+    from tunesmith.commands.progress import train_on_terminal
     from tunesmith.data.check import check_dataset
     from tunesmith.model.inference import load_trained, reply
     from tunesmith.model.loading import ASSETS
     from tunesmith.recipe import load_recipe
-    from tunesmith.store import open_registry
-    from tunesmith.store.tracking import train_tracked
     from tunesmith.train.run import RunDir
 
     recipe = load_recipe(ASSETS / "recipes" / "quickstart.yaml",
@@ -49,11 +47,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     console.rule("[bold]2. fine-tune with LoRA")
-    progress = ConsoleProgress(console)
-    try:
-        tracked = train_tracked(open_registry(), recipe, reporters=[progress])
-    finally:
-        progress.close()
+    tracked = train_on_terminal(recipe)
     result = tracked.result
 
     console.rule("[bold]3. did it help?")
@@ -77,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                   f"adapter (PEFT)  {result.final_dir}\n"
                   f"metrics         {run_dir / 'metrics.jsonl'}\n"
                   f"recipe          {run_dir / 'recipe.yaml'}\n"
-                  f"registry        {tracked.model.name if tracked.model else 'not recorded'} "
-                  f"(tunesmith models list)\n"
+                  f"model name      {tracked.model.name if tracked.model else 'not registered'}\n"
+                  f"all models      tunesmith models list\n"
                   f"try it          tunesmith chat {run_dir}", highlight=False)
     return 0

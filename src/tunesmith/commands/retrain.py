@@ -34,27 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunesmith.commands.console import console, err_console
-    from tunesmith.commands.progress import ConsoleProgress
+    from tunesmith.commands.console import console
+    from tunesmith.commands.progress import train_on_terminal
     from tunesmith.store import open_registry
     from tunesmith.store.errors import AliasGuardError, RegistryError
     from tunesmith.store.retrain import compare_models, move_alias, retrain_recipe
-    from tunesmith.store.tracking import train_tracked
 
     registry = open_registry()
     parent = registry.model(args.model)
     recipe = retrain_recipe(parent, args.data, args.validation, args.overrides)
     # The child keeps the parent's suffix: ft:BASE:SUFFIX:ID names a model family.
     suffix = parent.name.split(":")[2] if parent.name.count(":") >= 3 else None
-    progress = ConsoleProgress(console)
-    try:
-        tracked = train_tracked(registry, recipe, reporters=[progress], parent_model_id=parent.id,
-                                suffix=suffix)
-    finally:
-        progress.close()
+    tracked = train_on_terminal(recipe, parent_model_id=parent.id, suffix=suffix)
     result = tracked.result
-    for failure in tracked.registry_failures:
-        err_console.print(f"[yellow]registry:[/] {failure}", highlight=False)
     if tracked.model is None:
         raise RegistryError(f"the retraining run ended as {result.status} without a model",
                             where=str(result.run_dir))

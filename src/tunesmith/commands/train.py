@@ -17,12 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunesmith.commands.console import console, err_console
-    from tunesmith.commands.progress import ConsoleProgress
+    from tunesmith.commands.console import console
+    from tunesmith.commands.progress import train_on_terminal
     from tunesmith.errors import RecipeError
     from tunesmith.recipe import load_recipe
-    from tunesmith.store import open_registry
-    from tunesmith.store.tracking import train_tracked
 
     if args.resume and (args.recipe or args.overrides):
         raise RecipeError("--resume continues a run with its saved recipe; give no recipe or --set")
@@ -30,16 +28,8 @@ def run(args: argparse.Namespace) -> int:
         raise RecipeError("give a recipe file (or --set values, or --resume RUN_DIR)",
                           fix="see docs/recipes.md for an example recipe")
     recipe = None if args.resume else load_recipe(args.recipe, args.overrides)
-    registry = open_registry()
-    progress = ConsoleProgress(console)
-    try:
-        tracked = train_tracked(registry, recipe, resume_dir=Path(args.resume) if args.resume else None,
-                                reporters=[progress])
-    finally:
-        progress.close()
+    tracked = train_on_terminal(recipe, resume_dir=Path(args.resume) if args.resume else None)
     result = tracked.result
-    for failure in tracked.registry_failures:
-        err_console.print(f"[yellow]registry:[/] {failure}", highlight=False)
     console.print(f"[bold green]{result.status}[/] after {result.steps} steps", highlight=False)
     if result.final_dir:
         console.print(f"  model: {result.final_dir}", highlight=False)
