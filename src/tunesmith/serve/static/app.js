@@ -325,13 +325,13 @@ function checkView(report) {
     h("p", { class: report.ok ? "ok" : "error" }, report.ok ? "Ready to train: no errors." :
       `${report.errors} error${report.errors === 1 ? "" : "s"}: fix ${report.errors === 1 ? "it" : "them"} before training.`,
       ` ${report.counts.rows} rows, ${report.counts.examples} usable examples, ${report.warnings} warnings; format ${report.format || "unknown"}.`),
-    rows.length ? table(["", "code", "where", "what", "fix"], rows, { id: "findings" }) : "",
     tokens ? h("section", { class: "card" }, h("h2", {}, "Tokens"),
       keyValues([["per example (mean / median / p95 / max)", `${tokens.mean} / ${tokens.p50} / ${tokens.p95} / ${tokens.max}`],
         ["trained per epoch", `${tokens.trained}${tokens.trained_exact ? "" : " (estimated)"} of ${tokens.total}`],
         ["epochs", tokens.epochs], ["over max length", `${tokens.over_max_length} (max length ${tokens.max_length})`]]),
       report.histogram ? h("div", { id: "histogram" }, histogram(report.histogram.edges, report.histogram.counts)) : "")
-      : "");
+      : "",
+    rows.length ? h("section", { class: "card" }, h("h2", {}, "Findings"), table(["", "code", "where", "what", "fix"], rows, { id: "findings" })) : "");
 }
 
 // --- new job ---------------------------------------------------------------------------
