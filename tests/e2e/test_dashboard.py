@@ -52,7 +52,8 @@ def open_page(browser: Any, server: Server, hash_route: str) -> None:
     browser.get(f"http://127.0.0.1:{server.port}/{hash_route}")
 
 
-def submit_job(browser: Any, server: Server, data: Path, steps: int | None = None) -> None:
+def submit_job(browser: Any, server: Server, data: Path, steps: int | None = None,
+               epochs: int | None = None) -> None:
     from selenium.webdriver.support.ui import Select
 
     open_page(browser, server, "#/new")
@@ -63,6 +64,8 @@ def submit_job(browser: Any, server: Server, data: Path, steps: int | None = Non
     find(browser, "#suffix").send_keys("colours")
     if steps:
         find(browser, "#max-steps").send_keys(str(steps))
+    if epochs:
+        find(browser, "#epochs").send_keys(str(epochs))
     find(browser, "#start").click()
 
 
@@ -166,6 +169,24 @@ def test_datasets_page_and_playground(browser: Any, dashboard_server: Server, sc
     for side in ("#left-reply", "#right-reply"):
         text_of(browser, side, "tokens in", TIMEOUT)
     screenshot("playground")
+
+
+def test_pause_resume_and_cancel_buttons(browser: Any, dashboard_server: Server, data: dict[str, Path],
+                                        screenshot: Any) -> None:
+    submit_job(browser, dashboard_server, data["good"], steps=100_000, epochs=10_000)  # stopped by hand
+    wait(browser, lambda b: "#/jobs/ftjob-" in b.current_url, TIMEOUT)
+    curve = '#loss-chart path[data-series="training loss"]'
+    wait(browser, lambda b: attribute(b, curve, "data-points"), TIMEOUT)  # running and reporting
+    find(browser, "#pause").click()
+    text_of(browser, "h1 .badge", "paused", TIMEOUT)
+    wait(browser, lambda b: attribute(b, "#resume", "disabled") is None)
+    find(browser, "#resume").click()
+    text_of(browser, "#events", "resuming at step", TIMEOUT)  # training continues from the checkpoint
+    wait(browser, lambda b: attribute(b, "#cancel", "disabled") is None)
+    find(browser, "#cancel").click()
+    text_of(browser, "h1 .badge", "cancelled", TIMEOUT)
+    text_of(browser, "#events", "Job cancelled")
+    screenshot("job-cancelled")
 
 
 def test_with_a_key_the_dashboard_asks_for_it(browser: Any, dashboard_server: Server,

@@ -186,8 +186,10 @@ async function jobPage(id) {
     detail = { ...detail, ...more, total_steps: more.total_steps ?? detail?.total_steps };
     const step = series.train.length ? series.train[series.train.length - 1][0] : 0;
     const running = !FINISHED.includes(job.status);
+    const requested = job.tunesmith?.requested_action;
     header.replaceChildren(
-      h("h1", {}, "Job ", h("code", {}, job.id), " ", badge(job.status)),
+      h("h1", {}, "Job ", h("code", {}, job.id), " ", badge(job.status),
+        requested ? h("span", { class: "muted", id: "requested" }, ` ${requested} requested: stopping at the next step`) : ""),
       keyValues([
         ["base model", job.model], ["method", job.method.type],
         ["progress", progress(step, detail.total_steps, job.status)],
@@ -199,8 +201,8 @@ async function jobPage(id) {
       ], { id: "job-summary" }),
       job.error ? errorBox(`${job.error.code}: ${job.error.message}`) : "",
       h("div", { class: "actions" },
-        h("button", { id: "cancel", onclick: act("cancel"), disabled: !running }, "Cancel"),
-        h("button", { id: "pause", onclick: act("pause"), disabled: !["queued", "running", "validating_files"].includes(job.status) }, "Pause"),
+        h("button", { id: "cancel", onclick: act("cancel"), disabled: !running || requested === "cancel" }, "Cancel"),
+        h("button", { id: "pause", onclick: act("pause"), disabled: !!requested || !["queued", "running", "validating_files"].includes(job.status) }, "Pause"),
         h("button", { id: "resume", onclick: act("resume"), disabled: job.status !== "paused" }, "Resume")));
     chart.replaceChildren(lineChart([
       { name: "training loss", points: series.train, cls: "train" },

@@ -16,20 +16,21 @@ function ticks(lo, hi, count) {
   return Array.from({ length: count + 1 }, (_, i) => lo + ((hi - lo) * i) / count);
 }
 
-function label(value) {
-  return Math.abs(value) >= 100 || Number.isInteger(value) ? String(Math.round(value)) : value.toFixed(2);
+// Whole numbers on an axis that spans more than a few units; two decimals on a narrow one.
+function label(value, span = 0) {
+  return span > 8 || Math.abs(value) >= 100 || Number.isInteger(value) ? String(Math.round(value)) : value.toFixed(2);
 }
 
-function frame(svg, width, height, [x0, x1], [y0, y1], xName, yName) {
+function frame(svg, width, height, [x0, x1], [y0, y1], xName, yName, whole = false) {
   const sx = (x) => PAD.left + ((x - x0) / (x1 - x0 || 1)) * (width - PAD.left - PAD.right);
   const sy = (y) => height - PAD.bottom - ((y - y0) / (y1 - y0 || 1)) * (height - PAD.top - PAD.bottom);
   for (const y of ticks(y0, y1, 4)) {
     svg.append(el("line", { x1: PAD.left, x2: width - PAD.right, y1: sy(y), y2: sy(y), class: "grid" }));
-    svg.append(el("text", { x: PAD.left - 6, y: sy(y) + 4, "text-anchor": "end", class: "tick" }, label(y)));
+    svg.append(el("text", { x: PAD.left - 6, y: sy(y) + 4, "text-anchor": "end", class: "tick" }, label(y, whole ? Infinity : y1 - y0)));
   }
   for (const x of ticks(x0, x1, Math.min(5, Math.max(1, x1 - x0)))) {
     svg.append(el("text", { x: sx(x), y: height - PAD.bottom + 16, "text-anchor": "middle", class: "tick" },
-      label(x)));
+      label(x, whole ? Infinity : x1 - x0)));
   }
   svg.append(el("text", { x: width - PAD.right, y: height - 2, "text-anchor": "end", class: "axis" }, xName));
   svg.append(el("text", { x: 4, y: 12, class: "axis" }, yName));
@@ -70,7 +71,7 @@ export function histogram(edges, counts, { width = 640, height = 220, xName = "t
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img" });
   if (!counts.length) return svg;
   const [sx, sy] = frame(svg, width, height, [edges[0], edges[edges.length - 1]], [0, Math.max(...counts)],
-    xName, "examples");
+    xName, "examples", true);
   counts.forEach((count, i) => {
     const x = sx(edges[i]);
     const w = Math.max(1, sx(edges[i + 1]) - x - 1);
