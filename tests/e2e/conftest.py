@@ -53,6 +53,7 @@ def browser(dashboard_server: Server, tmp_path_factory: pytest.TempPathFactory) 
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
     profile = tmp_path_factory.mktemp("chromium-profile")
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)

@@ -206,3 +206,13 @@ def test_with_a_key_the_dashboard_asks_for_it(browser: Any, dashboard_server: Se
     find(browser, "#login button").click()
     text_of(browser, "#models", "ft:tiny-chat:colours:")
     assert browser.execute_script("return sessionStorage.getItem('tunesmith.apiKey')") == secret
+
+
+def test_pages_raised_no_script_errors(browser: Any) -> None:
+    """Failed requests the tests caused on purpose (a wrong key, bad files) are logged by the
+    browser as resource errors; anything else at SEVERE level is a bug in the page's code."""
+    logs = browser.get_log("browser")
+    assert any("401" in e["message"] for e in logs), "the browser's log was not captured"
+    errors = [e["message"] for e in logs
+              if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]]
+    assert errors == []

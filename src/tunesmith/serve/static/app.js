@@ -38,29 +38,39 @@ const keyValues = (pairs, attrs = {}) =>
   h("table", { class: "kv", ...attrs }, h("tbody", {}, pairs.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))));
 const errorBox = (message) => h("p", { class: "error", role: "alert" }, message);
 
-function every(ms, work) {
-  const id = setInterval(work, ms);
+// Polls for the page `show` belongs to, and stops once the user has moved on.
+function every(show, ms, work) {
+  const id = setInterval(() => (show.generation === generation ? work() : clearInterval(id)), ms);
   timers.push(id);
   return id;
 }
 
-function show(...nodes) {
-  main.replaceChildren(...nodes);
+// A page shows itself through the `show` it was given: one that finishes loading after the
+// user has moved on to another page draws nothing.
+let generation = 0;
+
+function shower() {
+  const mine = ++generation;
+  const show = (...nodes) => {
+    if (mine === generation) main.replaceChildren(...nodes);
+  };
+  show.generation = mine;
+  return show;
 }
 
 // --- routing ---------------------------------------------------------------------------
 
 const routes = [
-  [/^#\/jobs\/([^/]+)$/, (id) => jobPage(id)],
-  [/^#\/models\/(.+)$/, (name) => modelPage(decodeURIComponent(name))],
-  [/^#\/models$/, () => modelsPage()],
-  [/^#\/datasets\/([^/]+)$/, (id) => checkPage(id)],
-  [/^#\/datasets$/, () => datasetsPage()],
-  [/^#\/new$/, () => newJobPage()],
-  [/^#\/chat$/, () => chatPage()],
-  [/^#\/login$/, () => loginPage()],
+  [/^#\/jobs\/([^/]+)$/, jobPage],
+  [/^#\/models\/(.+)$/, (show, name) => modelPage(show, decodeURIComponent(name))],
+  [/^#\/models$/, modelsPage],
+  [/^#\/datasets\/([^/]+)$/, checkPage],
+  [/^#\/datasets$/, datasetsPage],
+  [/^#\/new$/, newJobPage],
+  [/^#\/chat$/, chatPage],
+  [/^#\/login$/, loginPage],
   [/^#\/logout$/, () => { apiKey.clear(); location.hash = "#/login"; }],
-  [/^#\/jobs$/, () => jobsPage()],
+  [/^#\/jobs$/, jobsPage],
 ];
 
 async function route() {
@@ -74,9 +84,9 @@ async function route() {
   try {
     for (const [pattern, render] of routes) {
       const match = path.match(pattern);
-      if (match) return await render(...match.slice(1));
+      if (match) return await render(shower(), ...match.slice(1));
     }
-    return await jobsPage();
+    return await jobsPage(shower());
   } catch (err) {
     failed(err);
   }
@@ -88,7 +98,7 @@ function failed(err) {
     location.hash = "#/login";
     return;
   }
-  show(errorBox(err.message || String(err)));
+  main.replaceChildren(errorBox(err.message || String(err)));
 }
 
 window.addEventListener("hashchange", route);
@@ -96,7 +106,7 @@ route(); // a module script runs once the document is parsed
 
 // --- login -----------------------------------------------------------------------------
 
-function loginPage() {
+function loginPage(show) {
   const input = h("input", { type: "password", name: "key", id: "api-key", placeholder: "tsk-…", required: true, autocomplete: "off" });
   const message = h("p", { class: "muted" }, "This server needs an API key (create one with ",
     h("code", {}, "tunesmith keys create"), "). It is kept for this browser tab only.");
@@ -120,7 +130,7 @@ function loginPage() {
 
 // --- jobs ------------------------------------------------------------------------------
 
-async function jobsPage() {
+async function jobsPage(show) {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const status = h("select", { id: "filter-status" }, h("option", { value: "" }, "any status"),
     STATUSES.map((s) => h("option", { value: s, selected: params.get("status") === s }, s)));
@@ -142,7 +152,7 @@ async function jobsPage() {
   model.addEventListener("input", load);
   show(h("h1", {}, "Fine-tuning jobs"), h("div", { class: "filters" }, status, model), body);
   await load();
-  every(3000, () => load().catch(failed));
+  every(show, 3000, () => load().catch(failed));
 }
 
 function progress(step, total, status) {
@@ -152,7 +162,7 @@ function progress(step, total, status) {
     h("span", { class: "muted" }, total ? ` ${step}/${total}` : ""));
 }
 
-async function jobPage(id) {
+async function jobPage(show, id) {
   const header = h("div", {});
   const chart = h("div", { id: "loss-chart" });
   const events = h("div", {});
@@ -220,7 +230,7 @@ async function jobPage(id) {
     return running;
   };
   if (await refresh()) {
-    const timer = every(1500, async () => {
+    const timer = every(show, 1500, async () => {
       try {
         if (!(await refresh())) clearInterval(timer);
       } catch (err) {
@@ -232,7 +242,7 @@ async function jobPage(id) {
 
 // --- models ----------------------------------------------------------------------------
 
-async function modelsPage() {
+async function modelsPage(show) {
   const { data } = await api("/v1/models");
   show(h("h1", {}, "Models"), table(["model", "base", "kind", "best validation loss", "created"],
     data.map((m) => m.tunesmith
@@ -247,7 +257,7 @@ const EVALUATION_LABELS = {
   steps: "steps", trained_tokens: "trained tokens",
 };
 
-async function modelPage(name) {
+async function modelPage(show, name) {
   const m = await api(`/dashboard/api/models/${encodeURIComponent(name)}`);
   const evaluation = Object.entries(m.evaluation || {}).filter(([k]) => k in EVALUATION_LABELS)
     .map(([k, v]) => [EVALUATION_LABELS[k], num(v)]);
@@ -297,7 +307,7 @@ function reportSummary(data, depth = 0) {
 
 // --- data ------------------------------------------------------------------------------
 
-async function datasetsPage() {
+async function datasetsPage(show) {
   const { files, versions } = await api("/dashboard/api/datasets");
   show(h("h1", {}, "Data"),
     h("section", { class: "card" }, h("h2", {}, "Uploaded files"), files.length
@@ -311,7 +321,7 @@ async function datasetsPage() {
       : h("p", { class: "muted" }, "No dataset versions recorded yet.")));
 }
 
-async function checkPage(fileId, model = BUNDLED) {
+async function checkPage(show, fileId, model = BUNDLED) {
   show(h("h1", {}, "Data check of ", h("code", {}, fileId)), h("p", { class: "muted" }, "Checking…"));
   const file = await api(`/v1/files/${fileId}`);
   show(h("h1", {}, "Data check of ", h("code", {}, file.filename)), checkView(await checkFile(fileId, model)));
@@ -338,7 +348,7 @@ function checkView(report) {
 
 // --- new job ---------------------------------------------------------------------------
 
-async function newJobPage() {
+async function newJobPage(show) {
   const { data } = await api("/v1/models");
   const bases = data.filter((m) => !m.tunesmith).map((m) => m.id);
   const file = h("input", { type: "file", id: "training-file", accept: ".jsonl", required: true });
@@ -392,7 +402,7 @@ async function newJobPage() {
 
 // --- playground ------------------------------------------------------------------------
 
-async function chatPage() {
+async function chatPage(show) {
   const { data } = await api("/v1/models");
   const names = data.map((m) => m.id);
   const tuned = data.filter((m) => m.tunesmith);
