@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import colour_chats, write_jsonl
@@ -193,6 +194,8 @@ def test_with_a_key_the_dashboard_asks_for_it(browser: Any, dashboard_server: Se
                                               screenshot: Any) -> None:
     key = cli(dashboard_server.home, "keys", "create", "--name", "browser").split()
     secret = next(word for word in key if word.startswith("tsk-"))
+    api = f"http://127.0.0.1:{dashboard_server.port}/dashboard/api/jobs"
+    wait(browser, lambda _: httpx.get(api).status_code == 401)  # the server re-reads keys each second
     browser.execute_script("sessionStorage.clear()")
     open_page(browser, dashboard_server, "#/models")
     browser.refresh()

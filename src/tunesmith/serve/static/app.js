@@ -191,7 +191,13 @@ async function jobPage(show, id) {
       api(`/v1/fine_tuning/jobs/${id}`), api(`/dashboard/api/jobs/${id}?after=${last}`),
       api(`/v1/fine_tuning/jobs/${id}/events?limit=50`), api(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=20`),
     ]);
-    for (const key of Object.keys(series)) series[key].push(...more.series[key]);
+    for (const key of Object.keys(series)) {
+      for (const point of more.series[key]) {
+        // A job resumed from a checkpoint trains some steps again: the new points replace the old.
+        while (series[key].length && series[key][series[key].length - 1][0] >= point[0]) series[key].pop();
+        series[key].push(point);
+      }
+    }
     last = more.last_event;
     detail = { ...detail, ...more, total_steps: more.total_steps ?? detail?.total_steps };
     const step = series.train.length ? series.train[series.train.length - 1][0] : 0;
@@ -229,15 +235,17 @@ async function jobPage(show, id) {
     settings.replaceChildren(keyValues(shown.map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]), { id: "hyperparameters" }));
     return running;
   };
-  if (await refresh()) {
-    const timer = every(show, 1500, async () => {
-      try {
-        if (!(await refresh())) clearInterval(timer);
-      } catch (err) {
-        failed(err);
-      }
-    });
-  }
+  // A job's status can turn final a moment before its worker writes the last events, so the
+  // page keeps polling for a few rounds after it ends.
+  let rounds = (await refresh()) ? 0 : 3;
+  const timer = every(show, 1500, async () => {
+    try {
+      rounds = (await refresh()) ? 0 : rounds + 1;
+      if (rounds >= 4) clearInterval(timer);
+    } catch (err) {
+      failed(err);
+    }
+  });
 }
 
 // --- models ----------------------------------------------------------------------------
