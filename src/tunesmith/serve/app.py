@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from tunesmith import __version__
-from tunesmith.serve import chat, files, jobs, models
+from tunesmith.serve import chat, dashboard, files, jobs, models
 from tunesmith.serve.auth import KeyChecker
 from tunesmith.serve.errors import APIError, body, install
 from tunesmith.serve.limits import Limits, WorkerSettings
@@ -46,7 +46,7 @@ def create_app(registry: Registry, home: Path, limits: Limits | None = None,
     app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
     install(app)
-    for module in (files, jobs, models, chat):
+    for module in (files, jobs, models, chat, dashboard):
         app.include_router(module.router)
 
     @app.get("/health")
@@ -67,7 +67,7 @@ class AuthMiddleware:
         self.checker = checker
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or dashboard.is_open(scope["path"]):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
