@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                   f"adapter (PEFT)  {result.final_dir}\n"
                   f"metrics         {run_dir / 'metrics.jsonl'}\n"
                   f"recipe          {run_dir / 'recipe.yaml'}\n"
-                  f"report          {run_dir / 'report.html'} (tunesmith report {run_dir} --open)\n"
+                  f"report          {run_dir / 'report.html'}\n"
+                  f"open the report tunesmith report {run_dir} --open\n"
                   f"model name      {tracked.model.name if tracked.model else 'not registered'}\n"
                   f"all models      tunesmith models list\n"
                   f"try it          tunesmith chat {run_dir}", highlight=False)
