@@ -8,22 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from tests.conftest import write_jsonl
 from tunesmith.recipe import load_recipe
 from tunesmith.train.loop import train
 from tunesmith.train.run import RunDir
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny models spend more time synchronising threads than computing, badly so on a
-    shared machine: one thread makes these tests several times faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def evals(run_dir: Path) -> list[dict]:

@@ -27,14 +27,7 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny models spend more time synchronising threads than computing, badly so on a
-    shared machine: one thread makes these tests several times faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load_base(path: Path) -> torch.nn.Module:
