@@ -3,7 +3,8 @@
 Trains a new model from MODEL's recipe on new data (a new adapter from the base model, or
 with --from-weights from MODEL's own weights), records MODEL as its parent,
 compares both on the previous and the new held-out sets, and moves the alias only
-when held-out loss did not regress past --max-regression (unless --force).
+when held-out loss did not regress past --max-regression and the forgetting probe (if
+run) did not regress (unless --force).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ MAX_REGRESSION = 0.02  # = store.retrain.DEFAULT_MAX_REGRESSION; not imported, s
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("retrain", help="retrain a model on new data, guarded by held-out loss",
+    parser = subparsers.add_parser("retrain",
+                                   help="retrain on new data, guarded by held-out loss and forgetting",
                                    description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
     parser.add_argument("model", help="model name, id or alias name@label to start from")
     parser.add_argument("--data", required=True, metavar="FILE", help="the new training data")
