@@ -63,6 +63,16 @@ def write_recipe(folder: Path, model: Path) -> Path:
     return recipe
 
 
+def interrupted_copy(run_dir: Path, dest: Path, step: int) -> Path:
+    """A copy of a finished run as if it had stopped after the checkpoint of `step`."""
+    shutil.copytree(run_dir, dest)
+    for checkpoint in ckpt.complete_checkpoints(dest / "checkpoints"):
+        if checkpoint.step > step:
+            shutil.rmtree(checkpoint.path)
+    shutil.rmtree(dest / "final")
+    return dest
+
+
 def curve(run_dir: Path, kind: str = "train") -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in RunDir(run_dir).metrics() if r["type"] == kind]
 
@@ -132,12 +142,7 @@ def test_only_rank_zero_writes_the_run_and_the_registry(two_process_run, monkeyp
 
 def test_two_process_checkpoint_resumes_in_one_process(two_process_run, one_process_run, tmp_path) -> None:
     _, two, _ = two_process_run
-    resumed = tmp_path / "resumed"
-    shutil.copytree(two, resumed)
-    for checkpoint in ckpt.complete_checkpoints(resumed / "checkpoints"):
-        if checkpoint.step > 3:
-            shutil.rmtree(checkpoint.path)
-    shutil.rmtree(resumed / "final")
+    resumed = interrupted_copy(two, tmp_path / "resumed", step=3)
     assert ckpt.latest_checkpoint(resumed / "checkpoints").state["world_size"] == 2
 
     result = train(resume_dir=resumed)
@@ -166,12 +171,7 @@ def test_resume_in_two_processes_then_a_dead_rank_ends_the_job(one_process_run, 
     """One multi-process run shows two things: `launch` resumes a single-process checkpoint
     (step 2) with 2 processes on the single-process curve, and when rank 1 then dies (its third
     step, global step 5) the job ends with an error naming rank 1 instead of hanging."""
-    run_dir = tmp_path / "dies"
-    shutil.copytree(one_process_run, run_dir)
-    for checkpoint in ckpt.complete_checkpoints(run_dir / "checkpoints"):
-        if checkpoint.step > 2:
-            shutil.rmtree(checkpoint.path)
-    shutil.rmtree(run_dir / "final")
+    run_dir = interrupted_copy(one_process_run, tmp_path / "dies", step=2)
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(DIE_ON_RANK_1)

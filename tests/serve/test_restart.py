@@ -3,7 +3,9 @@ last checkpoint and succeeds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -57,20 +59,19 @@ def test_keys_are_required_and_a_killed_server_resumes_its_job(tmp_path: Path, d
 
 
 def _checkpoints(home: Path, job_id: str) -> list:
-    from tunesmith.store import open_registry
-
-    registry = open_registry(home=home)
-    try:
-        return registry.checkpoints(job_id)
-    finally:
-        registry.close()
+    return _read(home, lambda registry: registry.checkpoints(job_id))
 
 
 def _status(home: Path, job_id: str) -> str:
+    return _read(home, lambda registry: registry.job(job_id).status)
+
+
+def _read(home: Path, read: Callable[[Any], Any]) -> Any:
+    """Read the server's registry from the test process (while the server is down)."""
     from tunesmith.store import open_registry
 
     registry = open_registry(home=home)
     try:
-        return registry.job(job_id).status
+        return read(registry)
     finally:
         registry.close()
