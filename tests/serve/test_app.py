@@ -20,6 +20,9 @@ from tunesmith.store import Registry, open_registry
 
 ROW = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
+LOCAL = {"base_url": "http://127.0.0.1", "headers": {"Origin": "http://127.0.0.1"}}
+"""In-process clients look like the dashboard: a loopback host and its own Origin."""
+
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
@@ -29,7 +32,7 @@ def registry(tmp_path: Path) -> Registry:
 
 
 def make_client(registry: Registry, tmp_path: Path, **limits: int) -> TestClient:
-    return TestClient(create_app(registry, tmp_path, Limits(**limits)))
+    return TestClient(create_app(registry, tmp_path, Limits(**limits)), **LOCAL)
 
 
 def upload(client: TestClient, text: str, name: str = "data.jsonl", **headers: str) -> httpx.Response:

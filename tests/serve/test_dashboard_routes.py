@@ -4,6 +4,7 @@ become loss series."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from fastapi.testclient import TestClient
 from tunesmith.serve import auth
 from tunesmith.serve.app import create_app
 from tunesmith.store import Registry, open_registry
+
+LOCAL = {"base_url": "http://127.0.0.1", "headers": {"Origin": "http://127.0.0.1"}}
+"""In-process clients look like the dashboard: a loopback host and its own Origin."""
 
 
 @pytest.fixture
@@ -22,7 +26,7 @@ def registry(tmp_path: Path) -> Registry:
 
 
 def test_shell_is_open_and_data_needs_the_key(registry: Registry, tmp_path: Path) -> None:
-    client = TestClient(create_app(registry, tmp_path))
+    client = TestClient(create_app(registry, tmp_path), **LOCAL)
     _, secret = auth.create_key(registry, "browser")
     shell = client.get("/")
     assert shell.status_code == 200 and '<script type="module" src="/dashboard/static/app.js">' in shell.text
@@ -35,13 +39,13 @@ def test_shell_is_open_and_data_needs_the_key(registry: Registry, tmp_path: Path
 
 @pytest.mark.parametrize("name", ["..%2Fdashboard.py", "%2E%2E%2Fapp.py", ".hidden", "missing.js"])
 def test_static_files_come_only_from_the_static_folder(registry: Registry, tmp_path: Path, name: str) -> None:
-    client = TestClient(create_app(registry, tmp_path))
+    client = TestClient(create_app(registry, tmp_path), **LOCAL)
     assert client.get(f"/dashboard/static/{name}").status_code == 404
     assert client.get("/dashboard/static/../dashboard.py").status_code == 404
 
 
 def test_job_events_become_loss_series_and_progress(registry: Registry, tmp_path: Path) -> None:
-    client = TestClient(create_app(registry, tmp_path))
+    client = TestClient(create_app(registry, tmp_path), **LOCAL)
     job = registry.create_job({"base_model": "tunesmith/tiny-chat", "method": "sft",
                                "training": {"epochs": 2, "max_steps": 4}}, status="running",
                               run_dir=str(tmp_path / "runs" / "a"))
@@ -65,7 +69,8 @@ def test_job_events_become_loss_series_and_progress(registry: Registry, tmp_path
     assert client.get("/dashboard/api/jobs", params={"model": "llama"}).json()["data"] == []
 
     assert client.get(f"/dashboard/api/jobs/{job.id}/report.json").status_code == 404
-    run = Path(detail["run_dir"])
+    assert "run_dir" not in detail and str(tmp_path) not in json.dumps(detail)
+    run = Path(registry.job(job.id).run_dir)
     run.mkdir(parents=True)
     (run / "report.json").write_text('{"forgetting": {"general_loss_change": 0.01}}')
     assert client.get(f"/dashboard/api/jobs/{job.id}").json()["report"] == ["report.json"]

@@ -1,10 +1,26 @@
-"""User Python graders run in a child process, one per grader, fed one sample at a time.
+"""User Python graders run in a sandboxed child process, one per grader, fed one sample at a time.
 
 The child compiles the user's `grade(sample, item)` once and answers JSON lines. A grade
 that raises, returns a non-number, crashes the child or runs past its timeout gives a
 score of 0 with the error recorded; the child is then restarted for the next sample.
-Nothing the user wrote runs inside the evaluating (or serving) process. This isolates
-crashes and hangs; it is not a security sandbox, so run only grader code you trust.
+
+What the sandbox contains (see docs/server.md, "Security"):
+- its own session and process group, killed whole at a timeout or on close; on Linux with
+  user namespaces, also its own PID namespace: the grader is the namespace's first process,
+  and killing it makes the kernel kill everything it started, even a child that left the
+  process group (setsid, double fork);
+- an empty environment, `python -I` (no user site, no PYTHON* variables, no cwd on the
+  path), a fresh empty working folder that is removed afterwards;
+- resource limits: CPU seconds, address space, no new processes (RLIMIT_NPROC 0; the kernel
+  does not enforce this for root, which the PID namespace covers), file size, open files,
+  no core dumps;
+- no network where user namespaces exist: a new network namespace has no interfaces up.
+
+What it does not contain: files the server's user can read stay readable (there is no
+mount namespace or Landlock policy), and where namespaces are unavailable (not Linux, or
+unprivileged user namespaces disabled) the network is reachable and a detached grandchild
+of a root server can escape the group kill. That is why python graders are refused from
+the API unless the operator opts in (`tunesmith serve --allow-python-graders`).
 """
 
 from __future__ import annotations
@@ -14,16 +30,94 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import weakref
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+MIB = 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """Per grader process (it lives across samples, so the CPU budget is a backstop; the
+    per-sample wall-clock timeout is the grader's `timeout`)."""
+
+    cpu_seconds: int = 120
+    memory_bytes: int = 1024 * MIB
+    file_bytes: int = 16 * MIB
+    open_files: int = 64
+    processes: int | None = 0
+    """RLIMIT_NPROC; None leaves it as inherited (used by tests of the group kill)."""
+    namespaces: bool = True
+    """Try user, PID and network namespaces (Linux); off, only the process group is killed."""
+
+
+# The child's trusted prelude runs before any user code: it isolates the process (namespaces,
+# limits), then reads and runs the grader. Written by hand because no library offers a
+# portable, dependency-free sandbox for one function; each step is a documented syscall.
 _CHILD = r"""
-import json, math, sys
+import json, math, os, sys
+config = json.loads(sys.argv[1])
+
+
+def isolate():
+    # unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET); our uid maps to itself inside
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        uid, gid = os.getuid(), os.getgid()
+        if libc.unshare(0x10000000 | 0x20000000 | 0x40000000) != 0:
+            return False
+        maps = (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1"))
+        for name, text in maps:
+            with open(f"/proc/self/{name}", "w") as handle:
+                handle.write(text)
+        return True
+    except Exception:
+        return False
+
+
+def limit():
+    import resource
+    pairs = [(resource.RLIMIT_CPU, config["cpu_seconds"]), (resource.RLIMIT_AS, config["memory_bytes"]),
+             (resource.RLIMIT_FSIZE, config["file_bytes"]), (resource.RLIMIT_NOFILE, config["open_files"]),
+             (resource.RLIMIT_CORE, 0)]
+    if config["processes"] is not None:
+        pairs.append((resource.RLIMIT_NPROC, config["processes"]))
+    for kind, value in pairs:
+        resource.setrlimit(kind, (value, value))
+
+
+isolated = config["namespaces"] and sys.platform == "linux" and isolate()
+if isolated:
+    gate_read, gate_write = os.pipe()
+    pid = os.fork()  # the grader: first process of the new PID namespace
+    if pid:
+        os.close(gate_read)
+        print(json.dumps({"sandbox": {"pid": pid, "namespaces": True}}), flush=True)
+        os.close(gate_write)
+        sys.stdin.close()
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        if os.WIFSIGNALED(status):
+            os.kill(os.getpid(), os.WTERMSIG(status))
+        os._exit(os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 1)
+    os.close(gate_write)
+    os.read(gate_read, 1)  # released once the pid line is out, so it is always the first line
+    os.close(gate_read)
+else:
+    print(json.dumps({"sandbox": {"pid": os.getpid(), "namespaces": False}}), flush=True)
+limit()
 source = sys.stdin.readline()
 namespace = {"__name__": "tunesmith_grader"}
 try:
@@ -47,13 +141,16 @@ for line in sys.stdin:
 
 
 class PythonGraderProcess:
-    """A child process holding one grader's `grade` function."""
+    """A sandboxed child process holding one grader's `grade` function."""
 
-    def __init__(self, source: str, timeout: float):
+    def __init__(self, source: str, timeout: float, limits: SandboxLimits | None = None):
         self.source = source
         self.timeout = timeout
+        self.limits = limits or SandboxLimits()
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir = Path()
+        self.namespaces = False
+        """Whether the running child got its own namespaces (no network, PID namespace)."""
         self._finalizer: weakref.finalize | None = None
         self._pending = b""
 
@@ -88,17 +185,27 @@ class PythonGraderProcess:
         self.close()
         self._pending = b""
         self.workdir = Path(tempfile.mkdtemp(prefix="tunesmith-grader-"))
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "HOME": str(self.workdir)}
         # stderr goes to a file: a pipe nobody reads would fill up and stall a chatty grader.
         with open(self.workdir / "stderr.txt", "wb") as stderr:
             self.proc = subprocess.Popen(  # -I: no user site, no PYTHON* variables, no cwd on sys.path
-                [sys.executable, "-I", "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=stderr, cwd=self.workdir, env=env, start_new_session=True)
-        self._finalizer = weakref.finalize(self, _kill, self.proc, self.workdir)
+                [sys.executable, "-I", "-c", _CHILD, json.dumps(asdict(self.limits))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=self.workdir, env={},
+                start_new_session=True)
+        state = _Kill(self.proc, self.workdir)
+        self._finalizer = weakref.finalize(self, state)
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(self.source).encode() + b"\n")
         self.proc.stdin.flush()
-        answer, error = self._read_line()
+        # The first line comes from the trusted prelude before any user code runs: the grader's
+        # pid (outside its namespace), held as a pidfd so the kill cannot hit a reused pid.
+        answer, error = self._read_line(("sandbox",))
+        if error is None and "sandbox" in answer:
+            info = answer["sandbox"]
+            self.namespaces = bool(info.get("namespaces"))
+            if self.namespaces and hasattr(os, "pidfd_open"):
+                with contextlib.suppress(OSError):
+                    state.pidfd = os.pidfd_open(int(info["pid"]))
+            answer, error = self._read_line()
         if error is None and "error" in answer:
             error = str(answer["error"])
         if error is not None:
@@ -106,7 +213,8 @@ class PythonGraderProcess:
             return error
         return None
 
-    def _read_line(self) -> tuple[dict[str, Any], str | None]:
+    def _read_line(self, keys: tuple[str, ...] = ("score", "error", "ready")
+                   ) -> tuple[dict[str, Any], str | None]:
         """The child's next answer, read from the raw pipe (a buffered reader would hide
         lines from select) and skipping anything else the user's code printed."""
         assert self.proc is not None and self.proc.stdout is not None
@@ -118,8 +226,10 @@ class PythonGraderProcess:
                     answer = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue
-                if isinstance(answer, dict) and answer.keys() & {"score", "error", "ready"}:
+                if isinstance(answer, dict) and answer.keys() & set(keys):
                     return answer, None
+                if keys == ("sandbox",):  # the prelude's line must come first
+                    return {}, None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.close()
@@ -152,13 +262,29 @@ class PythonGraderProcess:
         self.proc = None
 
 
-def _kill(proc: subprocess.Popen[bytes], workdir: Path) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+class _Kill:
+    """Ends everything the grader started: the grader itself through its pidfd (the end of
+    a PID namespace's first process takes the whole namespace with it), then the process
+    group, then the direct child; the working folder is removed."""
 
+    def __init__(self, proc: subprocess.Popen[bytes], workdir: Path):
+        self.proc = proc
+        self.workdir = workdir
+        self.pidfd: int | None = None
+
+    def __call__(self) -> None:
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            os.close(self.pidfd)
+            self.pidfd = None
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # start_new_session: the group id is its pid
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)

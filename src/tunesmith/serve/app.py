@@ -16,7 +16,8 @@ from tunesmith import __version__
 from tunesmith.serve import chat, dashboard, files, jobs, models
 from tunesmith.serve.auth import KeyChecker
 from tunesmith.serve.errors import APIError, body, install
-from tunesmith.serve.limits import Limits, WorkerSettings
+from tunesmith.serve.guard import GuardMiddleware
+from tunesmith.serve.limits import Access, Limits, WorkerSettings
 from tunesmith.serve.state import ServerState
 from tunesmith.store.registry import Registry
 
@@ -24,11 +25,12 @@ OPEN_PATHS = ("/health",)
 
 
 def create_app(registry: Registry, home: Path, limits: Limits | None = None,
-               worker: WorkerSettings | None = None) -> FastAPI:
+               worker: WorkerSettings | None = None, access: Access | None = None) -> FastAPI:
     """The app over `registry`; with `worker` settings a worker thread runs jobs beside it."""
     limits = limits or Limits()
     state = ServerState(registry, limits, home,
-                        generations=threading.BoundedSemaphore(limits.max_concurrent_generations))
+                        generations=threading.BoundedSemaphore(limits.max_concurrent_generations),
+                        access=access or Access())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +58,7 @@ def create_app(registry: Registry, home: Path, limits: Limits | None = None,
     checker = KeyChecker(registry)
     app.add_middleware(AuthMiddleware, checker=checker)
     app.add_middleware(BodyLimitMiddleware, limits=limits)
+    app.add_middleware(GuardMiddleware, allowed_hosts=state.access.allowed_hosts)  # outermost: runs first
     return app
 
 

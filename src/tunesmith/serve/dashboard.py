@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from tunesmith.recipe import BUNDLED_MODEL
 from tunesmith.serve.errors import APIError, not_found
 from tunesmith.serve.files import live_file
+from tunesmith.serve.redact import job_names, public_text, public_value
 from tunesmith.serve.state import ServerState, server
 from tunesmith.store.errors import RegistryError
 from tunesmith.store.schema import Event, File, Job, Model
@@ -95,7 +96,7 @@ def jobs(state: Annotated[ServerState, Depends(server)], status: str | None = No
     return {"data": [{"id": j.id, "status": j.status, "base_model": j.base_model, "method": j.method,
                       "created_at": j.created_at, "finished_at": j.finished_at, "suffix": j.suffix,
                       "step": done.get(j.id) or 0, "total_steps": total.get(j.id), "model": names.get(j.id),
-                      "error": j.error} for j in rows]}
+                      "error": public_text(j.error, job_names(j)) if j.error else None} for j in rows]}
 
 
 @router.get("/dashboard/api/jobs/{job_id}")
@@ -118,7 +119,7 @@ def job_detail(job_id: str, state: Annotated[ServerState, Depends(server)],
     model = state.registry.read(lambda s: s.scalar(select(Model.name).where(Model.job_id == job_id)))
     return {"id": job.id, "status": job.status, "last_event": rows[-1].id if rows else after,
             "total_steps": total, "series": {"train": train, "valid": valid, "baseline": baseline},
-            "recipe": flatten(job.recipe or {}), "run_dir": job.run_dir, "model": model,
+            "recipe": public_value(flatten(job.recipe or {}), job_names(job)), "model": model,
             "report": _report_files(job)}
 
 
@@ -211,14 +212,19 @@ def check_file(file_id: str, state: Annotated[ServerState, Depends(server)],
                model: str = BUNDLED_MODEL) -> dict[str, Any]:
     """`tunesmith data check` on an uploaded file with `model`'s tokenizer: findings with the
     file's own name and line numbers, token statistics and a histogram of example lengths."""
-    from tunesmith.serve.jobs import _check_model
+    from tunesmith.errors import ModelError
+    from tunesmith.serve import policy
 
-    _check_model(model)
+    policy.check_api_model(model)
     row = live_file(state, file_id)
     key = (row.sha256, model)
     found = _checks.get(key)
     if found is None:
-        found = _check(row.location, model)
+        try:
+            found = _check(row.location, model)
+        except ModelError:  # the same refusal as check_api_model: it must not tell what exists
+            raise APIError(400, f"model {model[:200]!r} is not available through the API: "
+                                f"{policy.MODEL_HELP}", param="model", code="model_not_available") from None
         _checks.put(key, found)
     return _named(found, row.location, row.filename)
 

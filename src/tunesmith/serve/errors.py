@@ -43,7 +43,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TunesmithError)
     async def tunesmith_error(_: Request, exc: TunesmithError) -> JSONResponse:
-        return JSONResponse(body(str(exc), "invalid_request_error", exc.where), status_code=400)
+        from tunesmith.serve.redact import public_text
+
+        return JSONResponse(body(public_text(str(exc)), "invalid_request_error", exc.where), status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

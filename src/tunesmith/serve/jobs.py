@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from tunesmith.errors import RecipeError
-from tunesmith.recipe import BUNDLED_MODEL, apply_override, build_recipe
-from tunesmith.serve import queue
+from tunesmith.recipe import apply_override, build_recipe
+from tunesmith.serve import policy, queue
 from tunesmith.serve.errors import APIError, not_found
 from tunesmith.serve.files import live_file
 from tunesmith.serve.objects import checkpoint_object, event_object, job_object, page
@@ -24,9 +24,6 @@ from tunesmith.serve.state import ServerState, server
 from tunesmith.store.schema import Checkpoint, Event, Job, Model, new_id
 
 router = APIRouter()
-LOCKED_KEYS = ("base_model", "revision", "trust_remote_code", "method", "data.train", "data.validation",
-               "output", "evaluation.data", "evaluation.forgetting")
-"""Recipe keys a request may not set through the extension: they name server files or code."""
 AutoInt = Literal["auto"] | Annotated[int, Field(gt=0)]
 AutoFloat = Literal["auto"] | Annotated[float, Field(gt=0)]
 
@@ -80,7 +77,7 @@ def create_job(request: JobCreate, state: Annotated[ServerState, Depends(server)
     if request.integrations:
         raise APIError(400, "integrations are not supported; metrics are in the job's events",
                        param="integrations")
-    _check_model(request.model)
+    policy.check_api_model(request.model)
     train = live_file(state, request.training_file, "training_file")
     validation = live_file(state, request.validation_file, "validation_file") \
         if request.validation_file else None
@@ -103,39 +100,28 @@ def create_job(request: JobCreate, state: Annotated[ServerState, Depends(server)
     return job_object(state.registry.job(job.id), None)
 
 
-def _check_model(model: str) -> None:
-    if model.startswith(("/", ".", "~")) or "\\" in model:
-        raise APIError(400, "model must be a model name (e.g. tunesmith/tiny-chat or org/name), not a path",
-                       param="model", code="model_not_available")
-    if model.startswith("ft:"):
-        raise APIError(400, "continuing training from a fine-tuned model is not supported yet; "
-                            "fine-tune its base model", param="model", code="model_not_available")
-    if model != BUNDLED_MODEL and model.count("/") != 1:
-        raise APIError(400, f"unknown model {model!r}; use {BUNDLED_MODEL} or a hub id org/name",
-                       param="model", code="model_not_available")
-
-
 def _recipe(request: JobCreate, job_id: str, method: str, hyper: Hyperparameters,
             grader: dict[str, Any] | None, train: str, validation: str | None,
             state: ServerState) -> dict[str, Any]:
     from tunesmith.train.methods import apply_api_method
 
-    raw: dict[str, Any] = {"base_model": request.model, "data": {"train": train, "validation": validation},
-                           "training": {}, "output": {"dir": str(state.runs_dir.resolve()), "name": job_id}}
+    extension: dict[str, Any] = {}
     for key, value in (request.tunesmith.set if request.tunesmith else {}).items():
-        if any(key == locked or key.startswith(locked + ".") for locked in LOCKED_KEYS):
-            raise APIError(400, f"recipe key '{key}' cannot be set through the API",
-                           param=f"tunesmith.set.{key}", code="invalid_value")
         try:
-            apply_override(raw, f"{key}={_yaml(value)}")
+            apply_override(extension, f"{key}={_yaml(value)}")
         except RecipeError as exc:
             raise APIError(400, str(exc), param=f"tunesmith.set.{key}", code="invalid_value") from None
+    policy.check_extension(extension)
+    raw = {**extension, "base_model": request.model, "training": extension.get("training") or {},
+           "data": {**(extension.get("data") or {}), "train": train, "validation": validation},
+           "output": {"dir": str(state.runs_dir.resolve()), "name": job_id}}
     # The hosted API's method object maps onto the recipe the same way for every caller.
     body: dict[str, Any] = {"hyperparameters": hyper.model_dump(exclude_unset=True)}
     if grader is not None:
         body["grader"] = grader
     try:
         raw = apply_api_method(raw, {"type": method, method: body})
+        policy.check_graders(raw, state.access.allow_python_graders, method == "reinforcement")
         if request.seed is not None:
             raw["training"]["seed"] = request.seed
         recipe = build_recipe(raw, origin="request")

@@ -23,6 +23,16 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Access:
+    """What the operator opened up beyond the safe defaults (docs/server.md, "Security")."""
+
+    allow_python_graders: bool = False
+    """Python graders from API callers run (sandboxed) instead of being refused."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host header names served besides the loopback names (localhost, 127.0.0.1, [::1])."""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSettings:
     poll_seconds: float = 1.0
     heartbeat_seconds: float = 2.0

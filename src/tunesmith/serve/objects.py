@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunesmith.serve.redact import job_names, public_text, public_value
 from tunesmith.store.schema import Checkpoint, Event, File, Job, Model
 
 OWNER = "tunesmith"
@@ -21,7 +22,8 @@ def job_object(job: Job, fine_tuned_model: str | None) -> dict[str, Any]:
     method_type = {"sft": "supervised", "dpo": "dpo", "grpo": "reinforcement"}.get(job.method, job.method)
     error = None
     if job.status == "failed":
-        error = {"code": job.error_code or "training_failed", "message": job.error or "the job failed",
+        error = {"code": job.error_code or "training_failed",
+                 "message": public_text(job.error or "the job failed", job_names(job)),
                  "param": job.error_param}
     return {
         "id": job.id, "object": "fine_tuning.job", "created_at": int(job.created_at),
@@ -45,8 +47,9 @@ def event_object(event: Event) -> dict[str, Any]:
     if level not in ("info", "warn", "error"):
         level = "info"
     return {"id": f"ftevent-{event.id}", "object": "fine_tuning.job.event",
-            "created_at": int(event.created_at), "level": level, "message": message, "type": kind,
-            "data": metrics_data(event.type, data)}
+            "created_at": int(event.created_at), "level": level, "message": public_text(message),
+            "type": kind,
+            "data": public_value(metrics_data(event.type, data))}
 
 
 def describe(kind: str, data: dict[str, Any], message: str | None) -> tuple[str, str]:

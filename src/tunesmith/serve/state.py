@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
-from tunesmith.serve.limits import Limits
+from tunesmith.serve.limits import Access, Limits
 from tunesmith.store.registry import Registry
 
 
@@ -20,6 +20,7 @@ class ServerState:
     cache: Any = None  # serve.cache.InferenceCache, made on first chat so torch loads only then
     worker: Any = None  # serve.worker.Worker when the worker runs alongside
     generations: Any = None  # threading.BoundedSemaphore: the cap on concurrent generations
+    access: Access = field(default_factory=Access)
 
     @property
     def runs_dir(self) -> Path:
