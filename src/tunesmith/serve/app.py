@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from tunesmith import __version__
 from tunesmith.serve import chat, dashboard, files, jobs, models
 from tunesmith.serve.auth import KeyChecker
-from tunesmith.serve.errors import APIError, body, install
+from tunesmith.serve.errors import APIError, CatchAllMiddleware, body, install
 from tunesmith.serve.guard import GuardMiddleware
 from tunesmith.serve.limits import Access, Limits, WorkerSettings
 from tunesmith.serve.state import ServerState
@@ -41,6 +41,8 @@ def create_app(registry: Registry, home: Path, limits: Limits | None = None,
             state.worker = Worker(registry, worker)
             thread = start_thread(state.worker)
         yield
+        for abandoned in list(state.running):  # SIGTERM: running generations stop at their next token
+            abandoned.set()
         if thread is not None:
             state.worker.stop()
             thread.join()
@@ -58,7 +60,8 @@ def create_app(registry: Registry, home: Path, limits: Limits | None = None,
     checker = KeyChecker(registry)
     app.add_middleware(AuthMiddleware, checker=checker)
     app.add_middleware(BodyLimitMiddleware, limits=limits)
-    app.add_middleware(GuardMiddleware, allowed_hosts=state.access.allowed_hosts)  # outermost: runs first
+    app.add_middleware(GuardMiddleware, allowed_hosts=state.access.allowed_hosts)
+    app.add_middleware(CatchAllMiddleware)  # outermost: whatever fails below is a JSON 500
     return app
 
 

@@ -58,6 +58,10 @@ class InferenceCache:
             with context:
                 yield loaded
 
+    def loaded(self, target: Target) -> LoadedModel:
+        """The model for `target` without taking it: for its tokenizer and config only."""
+        return self._get(target)[1]
+
     def loaded_bases(self) -> list[str]:
         with self._lock:
             return list(self._bases)

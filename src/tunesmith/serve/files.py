@@ -106,6 +106,12 @@ class _LineChecker:
         except json.JSONDecodeError as exc:
             raise APIError(400, f"line {self.line}: not valid JSON ({exc.msg} at column {exc.colno})",
                            param="file", code="invalid_file_format") from None
+        except RecursionError:
+            raise APIError(400, f"line {self.line}: the JSON is nested too deeply to read", param="file",
+                           code="invalid_file_format") from None
+        except ValueError as exc:  # an integer of more digits than Python converts (4,300)
+            raise APIError(400, f"line {self.line}: not valid JSON ({exc})", param="file",
+                           code="invalid_file_format") from None
         if not isinstance(value, dict):
             raise APIError(400, f"line {self.line}: each line must be a JSON object", param="file",
                            code="invalid_file_format")

@@ -14,31 +14,60 @@ from tunesmith.model.inference import LoadedModel
 
 class StopScanner:
     """Cuts streamed text at the first stop sequence, holding back any tail that could still
-    become one, so a client never sees part of a stop sequence."""
+    become one, so a client never sees part of a stop sequence.
+
+    One Knuth-Morris-Pratt matcher per stop sequence, fed each new character once: the work
+    is linear in the text generated, whatever the stop sequences' lengths (a rescan of the
+    held-back tail for every prefix of every stop was quadratic in their length)."""
 
     def __init__(self, stops: list[str]):
         self.stops = [s for s in stops if s]
+        self.tables = [_failure(s) for s in self.stops]
+        self.states = [0] * len(self.stops)
+        """Per stop: how many of its first characters the text now ends with."""
         self.buffer = ""
         self.stopped = False
 
     def feed(self, piece: str) -> str:
         if self.stopped:
             return ""
-        self.buffer += piece
-        hits = [i for i in (self.buffer.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.stopped = True
-            out, self.buffer = self.buffer[: min(hits)], ""
-            return out
-        keep = max((k for s in self.stops for k in range(1, len(s)) if self.buffer.endswith(s[:k])),
-                   default=0)
-        out = self.buffer[: len(self.buffer) - keep]
-        self.buffer = self.buffer[len(out):]
+        text = self.buffer + piece
+        offset = len(self.buffer)
+        for index, char in enumerate(piece):
+            starts = []
+            for j, stop in enumerate(self.stops):
+                state, table = self.states[j], self.tables[j]
+                while state and stop[state] != char:
+                    state = table[state - 1]
+                if stop[state] == char:
+                    state += 1
+                self.states[j] = state
+                if state == len(stop):
+                    starts.append(offset + index + 1 - len(stop))
+            if starts:
+                self.stopped = True
+                self.buffer = ""
+                return text[:min(starts)]
+        cut = len(text) - max(self.states, default=0)
+        out, self.buffer = text[:cut], text[cut:]
         return out
 
     def flush(self) -> str:
         out, self.buffer = ("" if self.stopped else self.buffer), ""
         return out
+
+
+def _failure(pattern: str) -> list[int]:
+    """table[i]: the length of the longest proper prefix of pattern[:i + 1] that is also its suffix."""
+    table = [0] * len(pattern)
+    state = 0
+    for i in range(1, len(pattern)):
+        while state and pattern[i] != pattern[state]:
+            state = table[state - 1]
+        if pattern[i] == pattern[state]:
+            state += 1
+        table[i] = state
+    return table
 
 
 @dataclass(slots=True)
@@ -53,6 +82,10 @@ class Reply:
     stop: list[str]
     seed: int | None
     adapter: Any = None  # a context manager making the right adapter active (see cache.py)
+    prompt_ids: list[int] | None = None
+    """Already tokenized by the caller (the length check); rendered here otherwise."""
+    abandoned: threading.Event | None = None
+    """Set when nobody waits for the reply any more (client gone, server stopping)."""
     finish_reason: str = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -68,13 +101,16 @@ class Reply:
         from tunesmith.model.inference import _generation_kwargs, _TextStream
 
         cancel = self._cancel
+        abandoned = self.abandoned or threading.Event()
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool,
-                                  device=input_ids.device)
+                stop = cancel.is_set() or abandoned.is_set()
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
-        ids = torch.tensor([self.loaded.renderer.prompt_ids(self.messages)], device=self.loaded.model.device)
+        prompt = self.prompt_ids if self.prompt_ids is not None \
+            else self.loaded.renderer.prompt_ids(self.messages)
+        ids = torch.tensor([prompt], device=self.loaded.model.device)
         self.prompt_tokens = int(ids.shape[1])
         stream = _TextStream(self.loaded.tokenizer, ids.shape[1])
         kwargs = _generation_kwargs(self.loaded, self.max_new_tokens, self.temperature, self.top_p)
@@ -99,8 +135,8 @@ class Reply:
                 text = scanner.feed(piece)
                 if text:
                     yield text
-                if scanner.stopped:
-                    cancel.set()
+                if scanner.stopped or abandoned.is_set():
+                    cancel.set()  # generate() stops at its next token; the stream then ends
             if tail := scanner.flush():
                 yield tail
         finally:

@@ -21,6 +21,8 @@ class ServerState:
     worker: Any = None  # serve.worker.Worker when the worker runs alongside
     generations: Any = None  # threading.BoundedSemaphore: the cap on concurrent generations
     access: Access = field(default_factory=Access)
+    running: set[Any] = field(default_factory=set)
+    """One threading.Event per generation in progress: set, it stops (client gone, shutdown)."""
 
     @property
     def runs_dir(self) -> Path:
