@@ -41,9 +41,13 @@ class Server:
     """Started with a short poll and a short stale limit so a killed server's job is picked
     up again within seconds."""
 
-    def __init__(self, home: Path, log: Path):
+    def __init__(self, home: Path, log: Path, args: tuple[str, ...] = (), cwd: Path | None = None,
+                 env: dict[str, str] | None = None):
         self.home = home
         self.log = log
+        self.args = args
+        self.cwd = cwd
+        self.env = env or {}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -54,10 +58,10 @@ class Server:
     def start(self, timeout: float = 90) -> Server:
         command = [sys.executable, "-m", "tunesmith", "serve", "--port", str(self.port),
                    "--poll-seconds", "0.2", "--stale-seconds", "5", "--grace-seconds", "20",
-                   "--max-concurrent-generations", "2"]
+                   "--max-concurrent-generations", "2", *self.args]
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=environment(self.home), stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, env={**environment(self.home), **self.env}, stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

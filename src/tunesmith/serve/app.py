@@ -55,7 +55,8 @@ def create_app(registry: Registry, home: Path, limits: Limits | None = None,
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "worker": state.worker is not None}
+        return {"status": "ok", "version": __version__, "worker": state.worker is not None,
+                "generations": len(state.running)}
 
     checker = KeyChecker(registry)
     app.add_middleware(AuthMiddleware, checker=checker)
