@@ -165,3 +165,12 @@ def test_stop_scanner_is_linear_in_the_stop_length() -> None:
 def test_host_and_origin_rules(method: str, headers: dict[str, str], allowed: bool) -> None:
     guard = GuardMiddleware(None, allowed_hosts=("tunesmith.internal",))
     assert (guard.refusal(method, headers) is None) is allowed
+
+
+def test_serving_beyond_loopback_without_keys_needs_the_operators_flag(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tunesmith.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--port", "9"]) == 2
+    error = capsys.readouterr().err
+    assert "refusing to serve on 0.0.0.0 with no API keys" in error and "--allow-keyless-network" in error

@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     worker = None if args.no_worker else worker_settings(args)
     app = create_app(registry, tunesmith_home(), limits, worker, access)
     auth = f"{len(keys)} API key(s) required" if keys else "no API keys (open)"
+    if args.host in ("0.0.0.0", "::") and not args.allowed_host:
+        err_console.print("[bold yellow]note:[/] only the loopback host names are served; add the name "
+                          "clients use with --allowed-host NAME", highlight=False)
     console.print(f"tunesmith serving on http://{args.host}:{args.port}/v1 — {auth}; "
                   f"worker: {'off' if worker is None else 'on'}", highlight=False)
     if args.allow_python_graders:

@@ -132,12 +132,15 @@ def _report_files(job: Job) -> list[str]:
 @router.get("/dashboard/api/jobs/{job_id}/report.json")
 def report_json(job_id: str, state: Annotated[ServerState, Depends(server)]) -> Any:
     """The evaluation report `tunesmith eval` writes into the run folder, when it exists."""
-    return json.loads(_report_path(state, job_id, "report.json").read_text(encoding="utf-8"))
+    job = _job(state, job_id)
+    report = json.loads(_report_path(state, job_id, "report.json").read_text(encoding="utf-8"))
+    return public_value(report, job_names(job))
 
 
 @router.get("/dashboard/api/jobs/{job_id}/report.html")
 def report_html(job_id: str, state: Annotated[ServerState, Depends(server)]) -> HTMLResponse:
-    return HTMLResponse(_report_path(state, job_id, "report.html").read_text(encoding="utf-8"))
+    text = _report_path(state, job_id, "report.html").read_text(encoding="utf-8")
+    return HTMLResponse(public_text(text, job_names(_job(state, job_id))))
 
 
 def _report_path(state: ServerState, job_id: str, name: str) -> Path:
@@ -164,7 +167,7 @@ def model_detail(name: str, state: Annotated[ServerState, Depends(server)]) -> d
     view = model_view(model, state.registry.aliases(model.id))
     view.pop("path")  # a server path says nothing to a browser user
     job = state.registry.read(lambda s: s.get(Job, model.job_id)) if model.job_id else None
-    return {**view, "lineage": lineage, "report": _report_files(job) if job else []}
+    return public_value({**view, "lineage": lineage, "report": _report_files(job) if job else []})
 
 
 # --- data -------------------------------------------------------------------------------
@@ -179,8 +182,8 @@ def datasets(state: Annotated[ServerState, Depends(server)]) -> dict[str, Any]:
     versions = [dataset_view(v) for v in state.registry.datasets()]
     for version in versions:
         version.pop("source_path")
-    return {"files": [{"id": f.id, "filename": f.filename, "bytes": f.bytes, "created_at": f.created_at}
-                      for f in files], "versions": versions}
+    return public_value({"files": [{"id": f.id, "filename": f.filename, "bytes": f.bytes,
+                                    "created_at": f.created_at} for f in files], "versions": versions})
 
 
 class _Checks:

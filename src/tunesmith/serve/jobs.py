@@ -24,8 +24,8 @@ from tunesmith.serve.state import ServerState, server
 from tunesmith.store.schema import Checkpoint, Event, Job, Model, new_id
 
 router = APIRouter()
-AutoInt = Literal["auto"] | Annotated[int, Field(gt=0)]
-AutoFloat = Literal["auto"] | Annotated[float, Field(gt=0)]
+AutoInt = Literal["auto"] | Annotated[int, Field(gt=0, le=10**6)]
+AutoFloat = Literal["auto"] | Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
