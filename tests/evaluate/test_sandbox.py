@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.evaluate.sandbox import PythonGraderProcess, SandboxLimits
+from tunesmith.evaluate.sandbox import CHILD_ENV, PythonGraderProcess, SandboxLimits
 
 
 def survivors(marker: str) -> list[int]:
@@ -87,7 +87,10 @@ def test_a_grader_gets_no_environment_an_empty_folder_and_limits() -> None:
         "def grade(sample, item):\n"
         "    what = sample['output_text']\n"
         "    if what == 'env':\n"
-        "        return len([k for k in os.environ if k not in ('LC_CTYPE',)])\n"
+        "        return len([k for k in os.environ if k not in item['allowed']])\n"
+        "    if what == 'numpy':\n"
+        "        import numpy\n"
+        "        return float(numpy.ones(4).mean()) / 2\n"
         "    if what == 'files':\n"
         "        return len([n for n in os.listdir('.') if n != 'stderr.txt'])\n"
         "    if what == 'memory':\n"
@@ -97,12 +100,13 @@ def test_a_grader_gets_no_environment_an_empty_folder_and_limits() -> None:
         "    return 0.5\n")
     limits = SandboxLimits(memory_bytes=512 * 2**20)
     grader = PythonGraderProcess(source, timeout=10, limits=limits)
-    item = {"memory": limits.memory_bytes}
+    item = {"memory": limits.memory_bytes, "allowed": [*CHILD_ENV, "LC_CTYPE"]}
     secret = "TUNESMITH_TEST_SECRET"
     os.environ[secret] = "1"
     try:
         assert grader.grade({"output_text": "env"}, item) == (0.0, None)
         assert grader.grade({"output_text": "files"}, item) == (0.0, None)
+        assert grader.grade({"output_text": "numpy"}, item) == (0.5, None)
         assert grader.grade({"output_text": "memory"}, item) == (1.0, None)
         score, error = grader.grade({"output_text": "big"}, item)
         assert score == 0.0 and error.startswith("MemoryError")

@@ -41,6 +41,9 @@ from pathlib import Path
 from typing import Any
 
 MIB = 2**20
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""The whole environment a grader gets: nothing of the server's, only one-thread settings so
+numeric libraries do not try to start threads the process limit forbids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +192,7 @@ class PythonGraderProcess:
         with open(self.workdir / "stderr.txt", "wb") as stderr:
             self.proc = subprocess.Popen(  # -I: no user site, no PYTHON* variables, no cwd on sys.path
                 [sys.executable, "-I", "-c", _CHILD, json.dumps(asdict(self.limits))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=self.workdir, env={},
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=self.workdir, env=dict(CHILD_ENV),
                 start_new_session=True)
         state = _Kill(self.proc, self.workdir)
         self._finalizer = weakref.finalize(self, state)
