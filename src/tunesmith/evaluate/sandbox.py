@@ -192,8 +192,8 @@ class PythonGraderProcess:
         with open(self.workdir / "stderr.txt", "wb") as stderr:
             self.proc = subprocess.Popen(  # -I: no user site, no PYTHON* variables, no cwd on sys.path
                 [sys.executable, "-I", "-c", _CHILD, json.dumps(asdict(self.limits))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=self.workdir, env=dict(CHILD_ENV),
-                start_new_session=True)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=self.workdir,
+                env=dict(CHILD_ENV), start_new_session=True)
         state = _Kill(self.proc, self.workdir)
         self._finalizer = weakref.finalize(self, state)
         assert self.proc.stdin is not None
