@@ -47,22 +47,27 @@ def babbler(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from tunesmith.store import open_registry
-
     home = tmp_path_factory.mktemp("guarded-home")
     cwd = tmp_path_factory.mktemp("guarded-cwd")
     secret = cwd / "localdir" / "secretmodel"
     secret.mkdir(parents=True)
     (secret / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    registry = open_registry(home=home)
-    model = registry.add_model(base_model="tunesmith/tiny-chat", kind="full", recipe={}, suffix="babbler",
-                               path=str(babbler(home / "babbler")))
-    registry.close()
     server = Server(home, home / "server.log", ("--no-worker",), cwd=cwd,
                     env={"HF_HUB_OFFLINE": "1"})  # an unknown hub id fails at once, not after retries
-    server.babbler = model.name  # type: ignore[attr-defined]
     yield server.start()
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def talker(guarded: Server) -> str:
+    """The babbler as a tuned model in the running server's registry (read per request)."""
+    from tunesmith.store import open_registry
+
+    registry = open_registry(home=guarded.home)
+    model = registry.add_model(base_model="tunesmith/tiny-chat", kind="full", recipe={}, suffix="babbler",
+                               path=str(babbler(guarded.home / "babbler")))
+    registry.close()
+    return model.name
 
 
 @pytest.fixture(scope="module")
@@ -292,9 +297,9 @@ def generations(http: httpx.Client) -> int:
     return int(http.get("/health").json()["generations"])
 
 
-def test_a_client_that_leaves_stops_its_generation(guarded: Server, http: httpx.Client) -> None:
+def test_a_client_that_leaves_stops_its_generation(talker: str, http: httpx.Client) -> None:
     """The babbler would generate 8 x 1000 tokens (minutes on a CPU); leaving stops it."""
-    body = {"model": guarded.babbler, "max_tokens": 1000, "n": 8, "temperature": 1.0,  # type: ignore[attr-defined]
+    body = {"model": talker, "max_tokens": 1000, "n": 8, "temperature": 1.0,
             "messages": [{"role": "user", "content": "hi"}]}
     with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
         assert response.status_code == 200
@@ -308,9 +313,9 @@ def test_a_client_that_leaves_stops_its_generation(guarded: Server, http: httpx.
     healthy(http, chat=True)
 
 
-def test_sigterm_stops_the_server_mid_generation(guarded: Server, http: httpx.Client) -> None:
+def test_sigterm_stops_the_server_mid_generation(guarded: Server, talker: str, http: httpx.Client) -> None:
     """Last in this module: it stops the module's server."""
-    body = {"model": guarded.babbler, "max_tokens": 1000, "n": 8, "stream": True,  # type: ignore[attr-defined]
+    body = {"model": talker, "max_tokens": 1000, "n": 8, "stream": True,
             "messages": [{"role": "user", "content": "hi"}]}
     first = threading.Event()
 
