@@ -134,15 +134,16 @@ async def chat_completions(request: ChatRequest, http: Request, state: Annotated
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if not request.stream:
+        work = asyncio.ensure_future(run_in_threadpool(_complete, state, target, messages, settings,
+                                                       request.n))
         try:
-            work = asyncio.ensure_future(run_in_threadpool(_complete, state, target, messages, settings,
-                                                           request.n))
             while not work.done():  # a client that leaves stops its generation
                 await asyncio.wait({work}, timeout=0.25)
                 if not work.done() and await http.is_disconnected():
                     abandoned.set()
             choices, usage = work.result()
         finally:
+            abandoned.set()  # this handler is done (or cancelled): nothing waits for the reply any more
             state.running.discard(abandoned)
             slot.release()
         return {"id": completion_id, "object": "chat.completion", "created": created, "model": request.model,
