@@ -138,3 +138,32 @@ def test_a_grader_has_no_network_where_namespaces_exist() -> None:
     finally:
         grader.close()
         listener.close()
+
+
+def test_a_grader_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A job killed at cancel (SIGKILL) cannot reach its grader's timeout: the grader, and all it
+    started, must end with it anyway."""
+    import signal
+    import subprocess
+    import sys
+
+    marker = f"{4000 + uuid.uuid4().int % 1000}.{os.getpid()}"
+    script, source = tmp_path / "job.py", tmp_path / "grader.py"  # the marker only in sleep's arguments
+    source.write_text(forking_grader(marker, detach=True))
+    script.write_text(
+        "import pathlib, sys\n"
+        "from tunesmith.evaluate.sandbox import PythonGraderProcess\n"
+        "grader = PythonGraderProcess(pathlib.Path(sys.argv[1]).read_text(), timeout=120)\n"
+        "print('grading', flush=True)\n"
+        "grader.grade({'output_text': 'x'}, {})\n")
+    job = subprocess.Popen([sys.executable, str(script), str(source)], stdout=subprocess.PIPE)
+    try:
+        assert job.stdout is not None and job.stdout.readline() == b"grading\n"
+        deadline = time.monotonic() + 30
+        while not survivors(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert survivors(marker), "the grader's child started"
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+    assert gone(marker), f"still running: {survivors(marker)}"

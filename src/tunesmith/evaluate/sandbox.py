@@ -8,7 +8,8 @@ What the sandbox contains (see docs/server.md, "Security"):
 - its own session and process group, killed whole at a timeout or on close; on Linux with
   user namespaces, also its own PID namespace: the grader is the namespace's first process,
   and killing it makes the kernel kill everything it started, even a child that left the
-  process group (setsid, double fork);
+  process group (setsid, double fork); on Linux it also dies with the thread that started
+  it (PR_SET_PDEATHSIG), so a job killed at cancel takes its graders along;
 - an empty environment, `python -I` (no user site, no PYTHON* variables, no cwd on the
   path), a fresh empty working folder that is removed afterwards;
 - resource limits: CPU seconds, address space, no new processes (RLIMIT_NPROC 0; the kernel
@@ -86,6 +87,16 @@ def isolate():
         return False
 
 
+def die_with_parent():
+    # prctl(PR_SET_PDEATHSIG, SIGKILL): when the process that started us ends (a job killed
+    # at cancel), so do we, and with the grader the whole PID namespace
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(1, 9) == 0
+    except Exception:
+        return False
+
+
 def limit():
     import resource
     pairs = [(resource.RLIMIT_CPU, config["cpu_seconds"]), (resource.RLIMIT_AS, config["memory_bytes"]),
@@ -97,6 +108,8 @@ def limit():
         resource.setrlimit(kind, (value, value))
 
 
+if sys.platform == "linux" and die_with_parent() and os.getppid() != config["parent"]:
+    os._exit(1)  # the parent ended before the death signal was armed
 isolated = config["namespaces"] and sys.platform == "linux" and isolate()
 if isolated:
     gate_read, gate_write = os.pipe()
@@ -104,6 +117,7 @@ if isolated:
     if pid:
         os.close(gate_read)
         print(json.dumps({"sandbox": {"pid": pid, "namespaces": True}}), flush=True)
+        os.write(gate_write, b"1")
         os.close(gate_write)
         sys.stdin.close()
         while True:
@@ -116,7 +130,9 @@ if isolated:
             os.kill(os.getpid(), os.WTERMSIG(status))
         os._exit(os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 1)
     os.close(gate_write)
-    os.read(gate_read, 1)  # released once the pid line is out, so it is always the first line
+    die_with_parent()
+    if os.read(gate_read, 1) != b"1":  # released once the pid line is out, so it is always first
+        os._exit(1)  # the prelude ended before it released us
     os.close(gate_read)
 else:
     print(json.dumps({"sandbox": {"pid": os.getpid(), "namespaces": False}}), flush=True)
@@ -188,10 +204,11 @@ class PythonGraderProcess:
         self.close()
         self._pending = b""
         self.workdir = Path(tempfile.mkdtemp(prefix="tunesmith-grader-"))
+        config = json.dumps({**asdict(self.limits), "parent": os.getpid()})
         # stderr goes to a file: a pipe nobody reads would fill up and stall a chatty grader.
         with open(self.workdir / "stderr.txt", "wb") as stderr:
             self.proc = subprocess.Popen(  # -I: no user site, no PYTHON* variables, no cwd on sys.path
-                [sys.executable, "-I", "-c", _CHILD, json.dumps(asdict(self.limits))],
+                [sys.executable, "-I", "-c", _CHILD, config],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=self.workdir,
                 env=dict(CHILD_ENV), start_new_session=True)
         state = _Kill(self.proc, self.workdir)
