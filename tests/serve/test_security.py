@@ -175,14 +175,17 @@ def test_model_must_be_bundled_registered_or_a_hub_id(http: httpx.Client, file_i
     healthy(http)
 
 
-def test_the_data_check_does_not_tell_whether_a_server_path_exists(http: httpx.Client, file_id: str) -> None:
+def test_the_data_check_does_not_tell_whether_a_server_path_exists(guarded: Server, http: httpx.Client,
+                                                                   file_id: str) -> None:
     answers = []
     for model in ("localdir/secretmodel", "localdir/missingmodel", "/etc", "/nonexistent/folder"):
         response = http.get(f"/dashboard/api/files/{file_id}/check", params={"model": model})
         error = refused(response, 400, "model_not_available", "model")
         answers.append(error["message"].replace(repr(model), "MODEL"))
     assert len(set(answers)) == 1, answers
-    assert http.get(f"/dashboard/api/files/{file_id}/check").status_code == 200
+    checked = http.get(f"/dashboard/api/files/{file_id}/check")
+    assert checked.status_code == 200 and checked.json()["path"] == "rows.jsonl"
+    assert str(guarded.home) not in checked.text and "/site-packages/" not in checked.text
     healthy(http)
 
 

@@ -229,7 +229,7 @@ def check_file(file_id: str, state: Annotated[ServerState, Depends(server)],
             raise APIError(400, f"model {model[:200]!r} is not available through the API: "
                                 f"{policy.MODEL_HELP}", param="model", code="model_not_available") from None
         _checks.put(key, found)
-    return _named(found, row.location, row.filename)
+    return public_value(_named(found, row.location, row.filename))
 
 
 def _check(location: str, model: str) -> dict[str, Any]:
