@@ -161,6 +161,9 @@ def test_stop_scanner_is_linear_in_the_stop_length() -> None:
      False),
     ("DELETE", {"host": "127.0.0.1:8000", "referer": "http://evil.example/x"}, False),
     ("POST", {"host": "tunesmith.internal", "origin": "https://tunesmith.internal"}, True),
+    ("POST", {"host": "127.0.0.1:8000", "origin": "http://127.0.0.1:8000", "sec-fetch-site": "same-origin"},
+     True),
+    ("POST", {"host": "127.0.0.1:8000", "authorization": "Bearer k", "sec-fetch-site": "cross-site"}, False),
 ])
 def test_host_and_origin_rules(method: str, headers: dict[str, str], allowed: bool) -> None:
     guard = GuardMiddleware(None, allowed_hosts=("tunesmith.internal",))

@@ -11,7 +11,9 @@
   text/plain) or none, and no `Authorization` header. A page cannot add `Authorization`
   or a JSON content type to a cross-site request without a CORS preflight, which this
   server never approves, so the official `openai` client (no Origin, always an
-  Authorization header) and the dashboard (same-origin fetches) keep working.
+  Authorization header) and the dashboard (same-origin fetches) keep working. A browser's
+  own `Sec-Fetch-Site: cross-site` (or `same-site`: another port of the same host) is
+  refused too.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class GuardMiddleware:
                          "`tunesmith serve --allowed-host NAME`", "host_not_allowed")
         if method not in STATE_CHANGING:
             return None
+        if headers.get("sec-fetch-site") in ("cross-site", "same-site"):  # the browser says so itself
+            return (403, "cross-site request refused: the browser marked it as coming from another site",
+                    "cross_site_request")
         source = headers.get("origin") or headers.get("referer")
         if source is not None:
             origin = urlsplit(source).netloc.lower()
