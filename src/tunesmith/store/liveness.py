@@ -19,7 +19,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -134,6 +134,11 @@ def _same(column: object, value: float | None) -> object:
     return column.is_(None) if value is None else column == value  # type: ignore[attr-defined]
 
 
+def process_fields() -> dict[str, Any]:
+    """The job fields that say this process is training it now."""
+    return {"status": "running", "host": this_host(), "pid": os.getpid(), "heartbeat_at": now()}
+
+
 class Heartbeat:
     """Owns a job for this process while it trains: records host and pid, beats from a thread.
 
@@ -148,8 +153,7 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
-        self.registry.update_job(self.job_id, status="running", host=this_host(), pid=self.pid,
-                                 heartbeat_at=now(), error=None, error_code=None, finished_at=None)
+        self.registry.update_job(self.job_id, **process_fields())
         self._thread = threading.Thread(target=self._run, name="tunesmith-job-heartbeat", daemon=True)
         self._thread.start()
         return self

@@ -51,10 +51,10 @@ def train_tracked(registry: Registry, recipe: Any = None, *, resume_dir: str | P
         # A named run that was interrupted continues automatically, and so does its job.
         earlier = registry.job_for_run_dir(Path(recipe.output.dir, recipe.output.name))
         if earlier is not None and earlier.status != "succeeded":
-            job = resume_job(registry, earlier.run_dir)
+            job = resume_job(registry, earlier.run_dir, owned=True)
     if job is None:
-        job = resume_job(registry, resume_dir) if resume_dir is not None else \
-            start_job(registry, recipe, parent_model_id=parent_model_id, suffix=suffix)
+        job = resume_job(registry, resume_dir, owned=True) if resume_dir is not None else \
+            start_job(registry, recipe, parent_model_id=parent_model_id, suffix=suffix, owned=True)
     tracker = RegistryReporter(registry, job.id)
     alive: AbstractContextManager[Any] = Heartbeat(registry, job.id) if owned else nullcontext()
     try:
