@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import colour_chats, write_jsonl
 from tests.serve.server import Server, cli
 
+pytestmark = pytest.mark.slow  # a real server and a headless browser
+
 TIMEOUT = 240
 
 

@@ -88,6 +88,7 @@ def test_lora_report_shows_the_tuned_model_beating_the_base_on_loss(lora_run, as
     assert model_evaluation["report"]["tuned_beats_base_loss"] is True
 
 
+@pytest.mark.slow  # two real trainings and their forgetting probes
 def test_forgetting_flags_a_destructive_run_and_not_a_gentle_one(tmp_path, assets_dir) -> None:
     heldout = small_support(assets_dir, tmp_path, 4)
     settings = EvaluationConfig(graders=[], forgetting="tunesmith/general", bootstrap_samples=200,

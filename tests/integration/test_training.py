@@ -193,6 +193,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # kill-and-resume of a real process
 def test_resume_after_sigkill_reproduces_the_curve(random_model_path, colour_data, tmp_path) -> None:
     args = [
         f"base_model={random_model_path}",
