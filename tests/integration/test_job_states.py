@@ -34,7 +34,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[Server]:
-    running = Server(home, home / "server.log").start()
+    running = Server(home, home / "server.log").start(timeout=CHILD_TIMEOUT_S)  # a busy machine starts slowly
     yield running
     running.stop()
 

@@ -225,6 +225,9 @@ class FollowerRun(RunDir):
     def truncate_metrics(self, last_step: int) -> None:
         pass
 
+    def require(self) -> None:
+        pass  # rank 0 checks the folder and fails the run; the others then lose their peer
+
 
 # --- data: each rank's share of a step ------------------------------------------------------
 
