@@ -74,9 +74,12 @@ def browser_logs() -> list[dict[str, Any]]:
 def keep_browser_log(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each browser test, its log entries move to `browser_logs`, so a check of the whole
     session's log sees them whatever order the tests ran in."""
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    logs, browser = request.getfixturevalue("browser_logs"), request.getfixturevalue("browser")
     yield
-    if "browser" in request.fixturenames:
-        request.getfixturevalue("browser_logs").extend(request.getfixturevalue("browser").get_log("browser"))
+    logs.extend(browser.get_log("browser"))
 
 
 @pytest.fixture(scope="session")
