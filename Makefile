@@ -1,11 +1,13 @@
-# One command per job: `make quickstart` (install + demo), `make test` (install + tests).
+# One command per job: `make quickstart` (install + demo), `make test` (install + lint + the fast
+# tests), `make test-slow` (the slow tier: multi-process, kill-and-resume, browser, large files,
+# real-model runs), `make test-random` (the fast tests in a random order). CI runs test + test-slow.
 PYTHON ?= python3
 VENV ?= .venv
 # CPU machines get the CPU build of torch; on a CUDA machine use `make install TORCH_SPEC=torch`.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint bench clean
+.PHONY: install quickstart test test-slow test-random lint bench clean
 
 $(BIN)/tunesmith: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,12 @@ quickstart: install
 test: install
 	$(BIN)/ruff check src tests scripts bench
 	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow --timeout=1800
+
+test-random: install
+	$(BIN)/python -m pytest -p randomly
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

@@ -65,6 +65,24 @@ def browser(dashboard_server: Server, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
+def browser_logs() -> list[dict[str, Any]]:
+    """Every entry of the browser's log in this session (reading the log empties it)."""
+    return []
+
+
+@pytest.fixture(autouse=True)
+def keep_browser_log(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each browser test, its log entries move to `browser_logs`, so a check of the whole
+    session's log sees them whatever order the tests ran in."""
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    logs, browser = request.getfixturevalue("browser_logs"), request.getfixturevalue("browser")
+    yield
+    logs.extend(browser.get_log("browser"))
+
+
+@pytest.fixture(scope="session")
 def screenshot(browser: Any) -> Any:
     folder = os.environ.get("TUNESMITH_SCREENSHOTS")
 

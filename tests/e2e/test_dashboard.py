@@ -1,8 +1,9 @@
 """The dashboard in a real headless Chromium against a real server: a bad file shows its
 errors with line numbers, a job started from the form draws its loss curve while the page
 stays open, the model page shows its evaluation and report, the playground asks both models,
-and with a key configured the login form guards every page. The tests run in order and share
-one server and one browser."""
+and with a key configured the login form guards every page. The tests share one server and one
+browser; each makes what it needs (the `trained` fixture trains a model through the API when no
+earlier test did), so each passes alone and in any order."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import httpx
 import pytest
 
 from tests.conftest import colour_chats, write_jsonl
-from tests.serve.server import Server, cli
+from tests.serve.server import Server, cli, wait_for
+
+pytestmark = pytest.mark.slow  # a real server and a headless browser
 
 TIMEOUT = 240
 
@@ -71,6 +74,27 @@ def submit_job(browser: Any, server: Server, data: Path, steps: int | None = Non
 
 
 @pytest.fixture(scope="module")
+def trained(dashboard_server: Server, data: dict[str, Path]) -> str:
+    """A succeeded job with a model named ft:tiny-chat:colours:..., with colours.jsonl and
+    no_reply.jsonl among the uploaded files; made through the API. The job's id."""
+    api = f"http://127.0.0.1:{dashboard_server.port}/v1"
+    ids = {}
+    for name in ("good", "bad"):
+        with data[name].open("rb") as handle:
+            reply = httpx.post(f"{api}/files", files={"file": (data[name].name, handle)},
+                               data={"purpose": "fine-tune"}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        ids[name] = reply.json()["id"]
+    job = httpx.post(f"{api}/fine_tuning/jobs", timeout=60, json={
+        "model": "tunesmith/tiny-chat", "training_file": ids["good"], "suffix": "colours",
+        "tunesmith": {"set": {"training.max_steps": 20}}}).json()
+    done = wait_for(lambda: (got := httpx.get(f"{api}/fine_tuning/jobs/{job['id']}", timeout=30).json())
+                    ["status"] in ("succeeded", "failed", "cancelled") and got, TIMEOUT)
+    assert done["status"] == "succeeded", done
+    return str(job["id"])
+
+
+@pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("dashboard-data")
     bad = colour_chats(6)
@@ -124,7 +148,7 @@ def test_job_from_the_form_draws_its_loss_curve(browser: Any, dashboard_server: 
 
 
 def test_model_page_shows_evaluation_lineage_and_report(browser: Any, dashboard_server: Server,
-                                                        screenshot: Any) -> None:
+                                                        trained: str, screenshot: Any) -> None:
     open_page(browser, dashboard_server, "#/jobs")
     find(browser, "#jobs a[href^='#/models/']").click()
     evaluation = text_of(browser, "#evaluation", "steps")
@@ -149,7 +173,8 @@ def test_model_page_shows_evaluation_lineage_and_report(browser: Any, dashboard_
     screenshot("model-report")
 
 
-def test_datasets_page_and_playground(browser: Any, dashboard_server: Server, screenshot: Any) -> None:
+def test_datasets_page_and_playground(browser: Any, dashboard_server: Server, trained: str,
+                                      screenshot: Any) -> None:
     open_page(browser, dashboard_server, "#/datasets")
     text_of(browser, "#files", "no_reply.jsonl")
     from selenium.webdriver.common.by import By
@@ -192,32 +217,46 @@ def test_pause_resume_and_cancel_buttons(browser: Any, dashboard_server: Server,
     screenshot("job-cancelled")
 
 
-def test_with_a_key_the_dashboard_asks_for_it(browser: Any, dashboard_server: Server,
+def test_with_a_key_the_dashboard_asks_for_it(browser: Any, dashboard_server: Server, trained: str,
                                               screenshot: Any) -> None:
     key = cli(dashboard_server.home, "keys", "create", "--name", "browser").split()
     secret = next(word for word in key if word.startswith("tsk-"))
     api = f"http://127.0.0.1:{dashboard_server.port}/dashboard/api/jobs"
-    wait(browser, lambda _: httpx.get(api).status_code == 401)  # the server re-reads keys each second
-    browser.execute_script("sessionStorage.clear()")
-    open_page(browser, dashboard_server, "#/models")
-    browser.refresh()
-    field = find(browser, "#api-key", 30)
-    screenshot("login")
-    field.send_keys("tsk-wrong")
-    find(browser, "#login button").click()
-    text_of(browser, "#login .error", "not accepted")
-    field.clear()
-    field.send_keys(secret)
-    find(browser, "#login button").click()
-    text_of(browser, "#models", "ft:tiny-chat:colours:")
-    assert browser.execute_script("return sessionStorage.getItem('tunesmith.apiKey')") == secret
+    try:
+        wait(browser, lambda _: httpx.get(api).status_code == 401)  # the server re-reads keys each second
+        browser.execute_script("sessionStorage.clear()")
+        open_page(browser, dashboard_server, "#/models")
+        browser.refresh()
+        field = find(browser, "#api-key", 30)
+        screenshot("login")
+        field.send_keys("tsk-wrong")
+        find(browser, "#login button").click()
+        text_of(browser, "#login .error", "not accepted")
+        field.clear()
+        field.send_keys(secret)
+        find(browser, "#login button").click()
+        text_of(browser, "#models", "ft:tiny-chat:colours:")
+        assert browser.execute_script("return sessionStorage.getItem('tunesmith.apiKey')") == secret
+    finally:  # the tests after this one find the server open again
+        cli(dashboard_server.home, "keys", "revoke", "browser")
+        wait(browser, lambda _: httpx.get(api).status_code == 200)
+        browser.execute_script("sessionStorage.clear()")
 
 
-def test_pages_raised_no_script_errors(browser: Any) -> None:
-    """Failed requests the tests caused on purpose (a wrong key, bad files) are logged by the
-    browser as resource errors; anything else at SEVERE level is a bug in the page's code."""
-    logs = browser.get_log("browser")
-    assert any("401" in e["message"] for e in logs), "the browser's log was not captured"
+def test_pages_raised_no_script_errors(browser: Any, dashboard_server: Server,
+                                       browser_logs: list[dict[str, Any]]) -> None:
+    """Failed requests the tests caused on purpose (a wrong key, bad files, a missing file) are
+    logged by the browser as resource errors; anything else at SEVERE level is a bug in the
+    page's code. Every page is opened here too, so the check means something when run alone;
+    the log of the browser tests that ran before is checked as well (conftest's browser_logs)."""
+    for route in ("#/jobs", "#/new", "#/models", "#/datasets", "#/chat"):
+        open_page(browser, dashboard_server, route)
+        find(browser, "main")
+    browser.execute_async_script(  # a failed request the browser logs: proof the log is read
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/dashboard/static/no-such-file.js').then(() => done(), () => done());")
+    logs = [*browser_logs, *browser.get_log("browser")]
+    assert any("404" in e["message"] for e in logs), "the browser's log was not captured"
     errors = [e["message"] for e in logs
               if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]]
     assert errors == []

@@ -56,6 +56,7 @@ def lora_run(tmp_path_factory, assets_dir) -> tuple[Path, dict]:
     return tracked.result.run_dir, tracked.model.evaluation
 
 
+@pytest.mark.slow  # a real training that evaluates itself with every baseline (lora_run)
 def test_lora_report_shows_the_tuned_model_beating_the_base_on_loss(lora_run, assets_dir) -> None:
     lora_run, model_evaluation = lora_run
     report = json.loads((lora_run / "report.json").read_text())
@@ -88,6 +89,7 @@ def test_lora_report_shows_the_tuned_model_beating_the_base_on_loss(lora_run, as
     assert model_evaluation["report"]["tuned_beats_base_loss"] is True
 
 
+@pytest.mark.slow  # two real trainings and their forgetting probes
 def test_forgetting_flags_a_destructive_run_and_not_a_gentle_one(tmp_path, assets_dir) -> None:
     heldout = small_support(assets_dir, tmp_path, 4)
     settings = EvaluationConfig(graders=[], forgetting="tunesmith/general", bootstrap_samples=200,
@@ -107,6 +109,7 @@ def test_forgetting_flags_a_destructive_run_and_not_a_gentle_one(tmp_path, asset
     assert base_loss == pytest.approx(harsh_report["forgetting"]["base"]["loss"])
 
 
+@pytest.mark.slow  # a real training that evaluates itself with every baseline (lora_run)
 def test_eval_and_report_commands(lora_run, tmp_path, assets_dir, capsys) -> None:
     lora_run = lora_run[0]
     heldout = small_support(assets_dir, tmp_path, 3)
@@ -165,6 +168,7 @@ def test_classification_items_graded_by_label_without_a_loss(tmp_path, assets_di
     assert path == tmp_path / "out" / "report.json"
 
 
+@pytest.mark.slow  # a real training that evaluates itself with every baseline (lora_run)
 def test_forgetting_graders_on_a_chat_reference_set(lora_run, tmp_path, assets_dir) -> None:
     reference = small_support(assets_dir, tmp_path, 3)
     heldout = write_jsonl(tmp_path / "one.jsonl", [json.loads(reference.read_text().splitlines()[0])])
@@ -181,6 +185,7 @@ def test_forgetting_graders_on_a_chat_reference_set(lora_run, tmp_path, assets_d
     assert report["forgetting"]["regressed"] is (scores["regressed"] or loss_regressed)
 
 
+@pytest.mark.slow  # a real training that evaluates itself with every baseline (lora_run)
 def test_eval_of_a_registered_model_records_the_verdict(lora_run, tmp_path, assets_dir, capsys) -> None:
     from tunesmith.store.runs import register_run
 

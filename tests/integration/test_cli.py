@@ -86,6 +86,7 @@ def test_bad_recipe_value_is_reported_with_the_key(tmp_path: Path, capsys) -> No
     assert "give a recipe file" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the whole demo: training, evaluation with baselines, report
 @pytest.mark.skipif(not (BUNDLED_MODEL / "config.json").exists(), reason="bundled model not built")
 def test_quickstart_runs_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["quickstart", "--out", str(tmp_path)]) == 0

@@ -32,6 +32,8 @@ from tunesmith.train.distributed import launch
 from tunesmith.train.loop import train
 from tunesmith.train.run import RunDir
 
+pytestmark = pytest.mark.slow  # several real training processes per test
+
 RELATIVE = 1e-5
 CHILD_TIMEOUT_S = 300  # a bound on a hang, not a timing assertion: a healthy run takes seconds
 

@@ -193,6 +193,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # kill-and-resume of a real process
 def test_resume_after_sigkill_reproduces_the_curve(random_model_path, colour_data, tmp_path) -> None:
     args = [
         f"base_model={random_model_path}",
@@ -447,3 +448,45 @@ def test_training_can_start_from_a_trained_adapter(random_model_path, colour_dat
     with pytest.raises(RecipeError, match="no PEFT adapter"):
         train(recipe_for(random_model_path, colour_data, tmp_path / "c",
                          f"adapter.init_from={tmp_path}"))
+
+
+def test_resume_can_end_the_run_sooner_and_refuses_other_changes(random_model_path, colour_data,
+                                                                 tmp_path) -> None:
+    """A stopped run resumed with a shorter training.max_steps finishes there (each step logged
+    once); a change that would alter what the checkpoint means is refused naming the key."""
+    recipe = recipe_for(random_model_path, colour_data, tmp_path, "training.eval_every=100")
+    stopped = train(recipe, should_stop=lambda: len(losses(tmp_path / "run")) >= 3)
+    assert stopped.status == "stopped" and stopped.steps == 3
+    with pytest.raises(RecipeError, match=r"cannot change training\.learning_rate"):
+        train(resume_dir=stopped.run_dir, overrides=["training.learning_rate=0.5", "training.max_steps=5"])
+    with pytest.raises(RecipeError, match="before its last checkpoint"):
+        train(resume_dir=stopped.run_dir, overrides=["training.max_steps=2"])
+    finished = train(resume_dir=stopped.run_dir, overrides=["training.max_steps=5", "training.save_every=1"])
+    assert finished.status == "succeeded" and finished.steps == 5 and finished.final_dir is not None
+    assert [r["step"] for r in RunDir(stopped.run_dir).metrics() if r["type"] == "train"] == [1, 2, 3, 4, 5]
+    assert RunDir(stopped.run_dir).read_recipe().training.max_steps == 5  # the run says how it ended
+    assert [c.step for c in ckpt.complete_checkpoints(stopped.run_dir / "checkpoints")][-1] == 5
+
+
+def test_a_run_folder_deleted_mid_training_fails_the_job_and_stays_gone(random_model_path, colour_data,
+                                                                        tmp_path) -> None:
+    import shutil
+
+    from tunesmith.store import open_registry
+    from tunesmith.store.tracking import train_tracked
+    from tunesmith.train.run import RunFolderGone
+
+    class Deleter:
+        def report(self, record):
+            if record["type"] == "train" and record["step"] == 1:
+                shutil.rmtree(tmp_path / "run")
+
+        def close(self):
+            pass
+
+    registry = open_registry()
+    with pytest.raises(RunFolderGone, match="deleted while training"):
+        train_tracked(registry, recipe_for(random_model_path, colour_data, tmp_path), reporters=[Deleter()])
+    assert not (tmp_path / "run").exists()  # not a checkpoints/ or run.json without the rest
+    (job,) = registry.jobs()
+    assert job.status == "failed" and "deleted while training" in job.error

@@ -14,6 +14,8 @@ import pytest
 
 from tests.serve.server import Server, cli, wait_for
 
+pytestmark = pytest.mark.slow  # a server killed mid-job and restarted
+
 
 def test_keys_are_required_and_a_killed_server_resumes_its_job(tmp_path: Path, data_dir: Path) -> None:
     home = tmp_path / "home"

@@ -6,10 +6,13 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from tunesmith.store import Registry
 from tunesmith.store.schema import Event, Job
+
+pytestmark = pytest.mark.slow  # several processes
 
 EVENTS = 150
 JOBS = 15

@@ -24,10 +24,13 @@ def test_concurrent_workers_never_claim_the_same_job(registry: Registry, registr
                                                      tmp_path: Path) -> None:
     jobs = set(queued(registry, 12))
     claims: dict[str, list[str]] = {}
+    ready = threading.Barrier(3, timeout=60)  # all three claim from the same moment: a real race
 
     def work(name: str) -> None:
         own = open_registry(registry_url, home=tmp_path / "home")  # its own connections, like a process
         claims[name] = []
+        own.jobs(limit=1)  # connected and migrated before the start
+        ready.wait()
         while (job := queue.claim(own, name)) is not None:
             claims[name].append(job.id)
         own.close()

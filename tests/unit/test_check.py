@@ -469,6 +469,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # tokenises a 200,000-line file
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_200k_lines_in_bounded_memory(tmp_path: Path, model: str) -> None:
     """Streams with tokenization on: holding the file would take far more than it grows."""

@@ -3,6 +3,7 @@ ETA, and a line per evaluation. Off a terminal it prints plain lines instead."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from rich.console import Console
@@ -94,12 +95,24 @@ def train_on_terminal(recipe: Any = None, job_id: str | None = None, **tracking:
     from tunesmith.commands.console import console, err_console
     from tunesmith.store import open_registry
     from tunesmith.store.tracking import train_tracked
+    from tunesmith.train.distributed import env_world_size
+    from tunesmith.train.stopping import StopOnSignal
+
+    def stopping(name: str) -> None:
+        err_console.print(f"[yellow]{name}: stopping at the next step with a checkpoint saved "
+                          "(Ctrl-C again to stop at once)[/]", highlight=False)
 
     registry = open_registry()
     progress = ConsoleProgress(console)
+    # One process: SIGTERM and Ctrl-C stop at a step boundary. Under torchrun a rank unwinds on
+    # SIGTERM instead (train/distributed.py), since every rank must agree on when to stop.
+    stop = StopOnSignal(stopping) if env_world_size() <= 1 else None
     try:
         job = registry.job(job_id) if job_id else None
-        tracked = train_tracked(registry, recipe, reporters=[progress], job=job, **tracking)
+        with stop or nullcontext():
+            tracked = train_tracked(registry, recipe, reporters=[progress], job=job,
+                                    should_stop=stop, **tracking)
+        tracked.stopped_by = stop.signal_number if stop is not None else None
     finally:
         progress.close()
     for failure in tracked.registry_failures:

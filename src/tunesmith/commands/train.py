@@ -1,4 +1,8 @@
-"""`tunesmith train RECIPE [--set k=v ...] [--nproc N]` and `tunesmith train --resume RUN_DIR`.
+"""`tunesmith train RECIPE [--set k=v ...] [--nproc N]` and `tunesmith train --resume RUN_DIR [--set k=v]`.
+
+A SIGTERM or the first Ctrl-C stops a single-process training at its next step boundary with
+a checkpoint saved (the job ends cancelled, and --resume continues it); a second Ctrl-C stops
+it at once. --resume takes --set for the settings a resume may change (train/run.py RESUMABLE).
 
 With --nproc N the command starts N training processes on this machine under torchrun's
 elastic agent; plain `torchrun ... -m tunesmith train RECIPE` works too (docs/distributed.md).
@@ -16,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("recipe", nargs="?", help="recipe YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set training.epochs=2 (repeatable)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run; --set may change where it ends "
+                             "(training.max_steps, training.epochs), its eval/save cadence and reporting")
     parser.add_argument("--nproc", type=int, metavar="N",
                         help="train with N processes on this machine (one per GPU, or CPU processes)")
     parser.add_argument("--job", metavar="JOB_ID",
@@ -30,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from tunesmith.errors import RecipeError
     from tunesmith.recipe import load_recipe
 
-    if args.resume and (args.recipe or args.overrides):
-        raise RecipeError("--resume continues a run with its saved recipe; give no recipe or --set")
+    if args.resume and args.recipe:
+        raise RecipeError("--resume continues a run with its saved recipe; give no recipe file",
+                          fix="change what a resume may change with --set, e.g. --set training.max_steps=200")
     if not args.resume and not args.recipe and not args.overrides:
         raise RecipeError("give a recipe file (or --set values, or --resume RUN_DIR)",
                           fix="see docs/recipes.md for an example recipe")
@@ -40,17 +47,21 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc is not None and args.nproc > 1:
         return _launch(args)
     recipe = None if args.resume else load_recipe(args.recipe, args.overrides)
+    resume = {"resume_dir": Path(args.resume), "overrides": args.overrides} if args.resume else {}
     from tunesmith.train.distributed import is_main_process
 
     if not is_main_process():
         # Rank > 0 of a multi-process run: the same training, silent; rank 0 reports and registers.
         from tunesmith.train.loop import train
 
-        train(recipe, resume_dir=Path(args.resume) if args.resume else None)
+        train(recipe, **resume)
         return 0
-    tracked = train_on_terminal(recipe, resume_dir=Path(args.resume) if args.resume else None,
-                                job_id=args.job)
+    tracked = train_on_terminal(recipe, job_id=args.job, **resume)
     result = tracked.result
+    if result.status == "stopped":
+        console.print(f"[bold yellow]stopped[/] after {result.steps} steps; continue it with "
+                      f"`tunesmith train --resume {result.run_dir}`", highlight=False)
+        return 128 + tracked.stopped_by if tracked.stopped_by else 0
     console.print(f"[bold green]{result.status}[/] after {result.steps} steps", highlight=False)
     if result.final_dir:
         console.print(f"  model: {result.final_dir}", highlight=False)

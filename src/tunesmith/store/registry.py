@@ -19,7 +19,7 @@ from sqlalchemy import Engine, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tunesmith.store import migrate
+from tunesmith.store import liveness, migrate
 from tunesmith.store.artifacts import ArtifactStore
 from tunesmith.store.datasets import DatasetDiff, canonicalise, diff_lines, read_lines
 from tunesmith.store.engine import make_engine, retrying
@@ -74,7 +74,13 @@ class Registry:
         return retrying(attempt)
 
     def read(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in a read-only snapshot (SQLite: no write lock taken)."""
+        """Run `work` in a read-only snapshot (SQLite: no write lock taken), after settling any
+        running job whose process is gone (store/liveness.py), so no reader sees it running."""
+        liveness.settle_lost(self)
+        return self.read_raw(work)
+
+    def read_raw(self, work: Callable[[Session], T]) -> T:
+        """`read` without the liveness check (the check's own read)."""
         def attempt() -> T:
             with self._readers.begin() as session:
                 return work(session)
@@ -219,6 +225,17 @@ class Registry:
                 found.path, found.metrics = path, jsonable(metrics)
             return found
         return self.write(work)
+
+    def forget_after(self, job_id: str, step: int) -> None:
+        """A resumed run starts again at `step`: the train/eval events and checkpoint rows that a
+        killed attempt recorded after it (at step 0: all of them) are dropped, so the job's curve
+        has each step once, as metrics.jsonl does."""
+        def work(session: Session) -> None:
+            beyond = Event.step >= 0 if step == 0 else Event.step > step
+            session.execute(delete(Event).where(Event.job_id == job_id, Event.type.in_(("train", "eval")),
+                                                beyond))
+            session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step > step))
+        self.write(work)
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         return self.read(lambda s: list(s.scalars(

@@ -17,7 +17,19 @@ from tunesmith.store.registry import Registry
 from tunesmith.store.runs import register_run
 from tunesmith.store.schema import Model
 
-INTERRUPTED = "the run stopped before it finished; continue it with `tunesmith train --resume RUN_DIR`"
+
+def resume_hint(run_dir: str | None) -> str:
+    return f"`tunesmith train --resume {run_dir or 'RUN_DIR'}`"
+
+
+def stopped_message(step: int | None, run_dir: str | None) -> str:
+    saved = f"at step {step} with its checkpoint saved" if step else "before its first step"
+    return f"stopped on request {saved}; continue it with {resume_hint(run_dir)}"
+
+
+def interrupted_message(why: str, run_dir: str | None) -> str:
+    return (f"{why} before it finished; its complete checkpoints are kept: continue it with "
+            f"{resume_hint(run_dir)}")
 
 
 class RegistryReporter:
@@ -49,7 +61,8 @@ class RegistryReporter:
                                 message=record.get("message"))
         if kind == "start":
             self.run_dir = record.get("run_dir")
-            fields: dict[str, Any] = {"status": "running", "error": None}
+            self.registry.forget_after(self.job_id, int(record.get("step") or 0))
+            fields: dict[str, Any] = {"status": "running", "error": None, "error_code": None}
             if self.run_dir:
                 fields["run_dir"] = str(Path(self.run_dir).resolve())
             self.registry.update_job(self.job_id, **fields)
@@ -67,25 +80,31 @@ class RegistryReporter:
         if status in ("succeeded", "stopped_early") and record.get("final_dir") and self.run_dir:
             self.model = register_run(self.registry, self.run_dir, job_id=self.job_id)
         elif status == "stopped":
-            self.registry.update_job(self.job_id, status="cancelled", steps=record.get("step"))
+            step = record.get("step")
+            self.registry.add_event(self.job_id, "status", {}, step=step, level="warn",
+                                    message=stopped_message(step, self.run_dir))
+            self.registry.update_job(self.job_id, status="cancelled", steps=step)
         else:
             self.registry.update_job(self.job_id, status="failed", error=f"run ended as {status}")
 
-    def fail(self, error: str, status: str = "failed") -> None:
-        """Mark the job failed (or cancelled) when train() raised before or after reporting;
-        a pre-flight error (bad data, no model) ends a run before its first record."""
+    def fail(self, error: str, status: str = "failed", code: str | None = None) -> None:
+        """Settle the job when train() raised before or after reporting (a pre-flight error such
+        as bad data ends a run before its first record; an interrupt ends it mid-way)."""
         if self.ended:
             return
         self.ended = True
         try:
-            self.registry.update_job(self.job_id, status=status, error=error)
+            self.registry.update_job(self.job_id, status=status, error=error, error_code=code)
         except SQLAlchemyError as exc:
             self.failures.append(f"fail: {exc}")
 
     def close(self) -> None:
+        """The loop is done with this reporter. Without an "end" record the run broke off: the job
+        is marked failed at once (store/tracking.py then says why, with `fail`)."""
         if self.ended:
             return
         try:
-            self.registry.update_job(self.job_id, status="failed", error=self.error or INTERRUPTED)
+            self.registry.update_job(self.job_id, status="failed",
+                                     error=self.error or interrupted_message("stopped", self.run_dir))
         except SQLAlchemyError as exc:
             self.failures.append(f"close: {exc}")

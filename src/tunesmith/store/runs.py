@@ -8,12 +8,14 @@ from its folder alone.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tunesmith.store.errors import RegistryError
+from tunesmith.store.liveness import process_fields, this_host
 from tunesmith.store.registry import Registry
 from tunesmith.store.schema import Job, Model
 
@@ -33,8 +35,10 @@ def record_datasets(registry: Registry, recipe: dict[str, Any]) -> dict[str, str
 
 
 def start_job(registry: Registry, recipe: Any, parent_model_id: str | None = None,
-              suffix: str | None = None) -> Job:
-    """A job for a recipe about to train: its datasets recorded, then queued.
+              suffix: str | None = None, owned: bool = False) -> Job:
+    """A job for a recipe about to train: its datasets recorded, then queued, or, when `owned`,
+    running in this process from the start (with its host and pid), so no worker sharing the
+    registry can claim it in between.
 
     `recipe` is a tunesmith.recipe.Recipe or its JSON dict; `suffix` names the model
     (ft:BASE:SUFFIX:ID), by default the run's output.name.
@@ -42,19 +46,29 @@ def start_job(registry: Registry, recipe: Any, parent_model_id: str | None = Non
     raw = recipe if isinstance(recipe, dict) else recipe.model_dump(mode="json")
     output = raw.get("output") or {}
     run_dir = str(Path(output["dir"], output["name"]).resolve()) if output.get("name") else None
-    job = registry.create_job(raw, status="validating_files", run_dir=run_dir,
-                              suffix=suffix or output.get("name"), parent_model_id=parent_model_id)
+    first = process_fields() if owned else {"status": "validating_files"}
+    job = registry.create_job(raw, run_dir=run_dir, suffix=suffix or output.get("name"),
+                              parent_model_id=parent_model_id, **first)
     datasets = record_datasets(registry, raw)
-    return registry.update_job(job.id, status="queued", train_dataset_id=datasets.get("train"),
+    return registry.update_job(job.id, status="running" if owned else "queued",
+                               train_dataset_id=datasets.get("train"),
                                validation_dataset_id=datasets.get("validation"))
 
 
-def resume_job(registry: Registry, run_dir: str | Path) -> Job:
-    """The job of an interrupted run being resumed (made from the run folder if none is recorded)."""
+def resume_job(registry: Registry, run_dir: str | Path, owned: bool = False) -> Job:
+    """The job of an interrupted run being resumed (made from the run folder if none is recorded):
+    queued again, or running in this process when `owned`. A run that another live process is
+    training is refused: two trainings of one folder would overwrite each other's checkpoints."""
     found = registry.job_for_run_dir(run_dir)
     if found is not None:
-        return registry.update_job(found.id, status="queued", error=None, finished_at=None)
-    job = start_job(registry, read_recipe(Path(run_dir)))
+        if found.status == "running" and found.pid is not None and found.worker_id is None \
+                and (found.pid, found.host) != (os.getpid(), this_host()):
+            raise RegistryError(f"job {found.id} is being trained by process {found.pid} on {found.host}",
+                                where=str(run_dir), fix="wait for it to end, or stop it (SIGTERM or Ctrl-C)")
+        fields = process_fields() if owned else {"status": "queued"}
+        return registry.update_job(found.id, **{"error": None, "error_code": None, "finished_at": None,
+                                                **fields})
+    job = start_job(registry, read_recipe(Path(run_dir)), owned=owned)
     return registry.update_job(job.id, run_dir=str(Path(run_dir).resolve()))
 
 

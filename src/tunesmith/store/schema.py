@@ -95,6 +95,10 @@ class Job(Base):
     requested_action: Mapped[str | None] = mapped_column(String(20))
     worker_id: Mapped[str | None] = mapped_column(String(120))
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    # The process training the job when no worker holds it (a CLI run), and it refreshes
+    # heartbeat_at: store/liveness.py tells readers when that process is gone.
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (Index("ix_jobs_run_dir", "run_dir"),
                       Index("ix_jobs_status_worker", "status", "worker_id"))
 

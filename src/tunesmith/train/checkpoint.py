@@ -1,9 +1,12 @@
 """Checkpoints that survive a crash at any instant.
 
-A checkpoint is written into a temporary folder, every file fsynced, the folder renamed
-into place, and only then is the COMPLETE marker written. The marker lists each file's
-size, so a checkpoint whose files were cut short later is skipped too. Old checkpoints
-are pruned to keep-last-N, never touching the best one or the only complete one.
+A checkpoint is written into a temporary folder, every file fsynced, the COMPLETE marker
+written (it lists each file's size, so a checkpoint whose files were cut short later is
+skipped too), and only then is the folder renamed into place: a `step-N` folder is complete
+from the moment it has its name. Saving a step that already has a checkpoint (a resumed run
+stopping where it started) moves the old copy aside, renames the new one in, then deletes
+the old one; if the process dies between the two renames the old copy still counts. Old
+checkpoints are pruned to keep-last-N, never touching the best one or the only complete one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "trainer_state.json"
 PREFIX = "step-"
+OLD = ".old-"
+"""A complete checkpoint moved aside while the same step is saved again."""
 
 
 @dataclass(slots=True)
@@ -65,8 +70,9 @@ def save_checkpoint(folder: Path, step: int, weights: dict[str, torch.Tensor], o
 
 
 def temp_folder(folder: Path, step: int, tag: str) -> Path:
-    """A fresh, empty folder that a checkpoint is written into before `seal` moves it into place."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """A fresh, empty folder that a checkpoint is written into before `seal` moves it into place.
+    The run folder holding `folder` must exist: a deleted run is never re-created here."""
+    folder.mkdir(exist_ok=True)
     tmp = folder / f".tmp-{checkpoint_name(step)}-{tag}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -74,21 +80,26 @@ def temp_folder(folder: Path, step: int, tag: str) -> Path:
 
 
 def seal(folder: Path, tmp: Path, step: int, trainer_state: dict[str, Any]) -> Checkpoint:
-    """Write the trainer state, fsync every file, rename the folder into place, then write the
-    COMPLETE marker listing every file's size (files in sub-folders by relative path)."""
+    """Write the trainer state, fsync every file, write the COMPLETE marker listing every file's
+    size (files in sub-folders by relative path), then rename the folder into place; an
+    existing checkpoint of the same step is removed only once the new one has its name."""
     (tmp / STATE).write_text(json.dumps(trainer_state, indent=1))
     files = sorted(f for f in tmp.rglob("*") if f.is_file())
     for file in files:
         with file.open("rb") as handle:
             os.fsync(handle.fileno())
+    sizes = {f.relative_to(tmp).as_posix(): f.stat().st_size for f in files}
+    atomic_write_text(tmp / MARKER, json.dumps({"step": step, "files": sizes}))
     final = folder / checkpoint_name(step)
-    if final.exists():
-        shutil.rmtree(final)
+    old = folder / f"{OLD}{checkpoint_name(step)}-{os.getpid()}"
+    replacing = final.exists()
+    if replacing:
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
     os.replace(tmp, final)
     fsync_dir(folder)
-    sizes = {f.relative_to(final).as_posix(): f.stat().st_size
-             for f in sorted(final.rglob("*")) if f.is_file()}
-    atomic_write_text(final / MARKER, json.dumps({"step": step, "files": sizes}))
+    if replacing:
+        shutil.rmtree(old, ignore_errors=True)
     return Checkpoint(final, step)
 
 
@@ -104,15 +115,25 @@ def is_complete(path: Path) -> bool:
                for name, size in files.items())
 
 
+def _step_of(name: str) -> int | None:
+    """The step of `step-N`, or of `.old-step-N-PID` (a copy moved aside); None for anything else."""
+    if name.startswith(OLD):
+        name = name[len(OLD):].rsplit("-", 1)[0]
+    digits = name[len(PREFIX):]
+    return int(digits) if name.startswith(PREFIX) and digits.isdigit() else None
+
+
 def complete_checkpoints(folder: Path) -> list[Checkpoint]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints, oldest first: `step-N`, or the copy of step N moved aside when the
+    process died while saving that step again."""
     if not folder.exists():
         return []
-    found = []
-    for path in folder.iterdir():
-        if path.name.startswith(PREFIX) and path.name[len(PREFIX):].isdigit() and is_complete(path):
-            found.append(Checkpoint(path, int(path.name[len(PREFIX):])))
-    return sorted(found, key=lambda c: c.step)
+    found: dict[int, Checkpoint] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: p.name.startswith(OLD)):  # step-N first
+        step = _step_of(path.name)
+        if step is not None and step not in found and is_complete(path):
+            found[step] = Checkpoint(path, step)
+    return sorted(found.values(), key=lambda c: c.step)
 
 
 def latest_checkpoint(folder: Path) -> Checkpoint | None:
@@ -135,10 +156,9 @@ def prune(folder: Path, keep: int, protect: frozenset[int] | set[int] = frozense
     removable = [c for c in complete[:-keep] if c.step not in protect and c.step != newest] if keep else []
     for checkpoint in removable:
         shutil.rmtree(checkpoint.path, ignore_errors=True)
-    steps = {c.step for c in complete}
+    kept = {c.path for c in complete if c not in removable}
     for path in folder.iterdir() if folder.exists() else []:
         stale_tmp = path.name.startswith(".tmp-")
-        broken = path.name.startswith(PREFIX) and path.name[len(PREFIX):].isdigit() \
-            and int(path.name[len(PREFIX):]) not in steps
-        if (stale_tmp or broken) and newest is not None:
+        unused = _step_of(path.name) is not None and path not in kept  # broken, or a superseded copy
+        if (stale_tmp or unused) and newest is not None:
             shutil.rmtree(path, ignore_errors=True)

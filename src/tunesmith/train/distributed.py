@@ -125,12 +125,11 @@ def setup() -> Distributed:
 
 def _exit_on_sigterm() -> None:
     """torchrun's agent stops the other ranks with SIGTERM when one fails: unwind as an interrupt,
-    so rank 0 marks the run and its registry job as interrupted instead of vanishing mid-write."""
-    import threading
+    so rank 0 marks the run and its registry job as interrupted instead of vanishing mid-write
+    (train/stopping.py holds a second signal back while it does)."""
+    from tunesmith.train.stopping import exit_on_sigterm
 
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    exit_on_sigterm()
 
 
 def teardown(ctx: Distributed) -> None:
@@ -225,6 +224,9 @@ class FollowerRun(RunDir):
 
     def truncate_metrics(self, last_step: int) -> None:
         pass
+
+    def require(self) -> None:
+        pass  # rank 0 checks the folder and fails the run; the others then lose their peer
 
 
 # --- data: each rank's share of a step ------------------------------------------------------
@@ -363,7 +365,7 @@ def save_checkpoint(ctx: Distributed, folder: Path, step: int, model: torch.nn.M
     """A single process keeps the safetensors layout (train/checkpoint.py). Several processes
     write trained weights and optimizer state with DCP, each rank its own part (DDP: rank 0
     writes the one replica), and each rank its RNG state; rank 0 seals the folder as usual: fsync,
-    rename, COMPLETE marker. Every rank returns the same Checkpoint."""
+    COMPLETE marker, rename. Every rank returns the same Checkpoint."""
     from tunesmith.model.adapters import trainable_state
 
     if not ctx.enabled:

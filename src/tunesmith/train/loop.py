@@ -25,11 +25,12 @@ from tunesmith.model.loading import check_remote_code, load_model, load_tokenize
 from tunesmith.recipe import Recipe
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train import distributed as dist
+from tunesmith.train import stopping
 from tunesmith.train.auto import resolve_auto
 from tunesmith.train.data import prepare_data
 from tunesmith.train.objectives import Objective, make_objective, summarise_tokens
 from tunesmith.train.reporting import Fanout, MetricsFile, MLflowReporter, Reporter, TensorBoardReporter
-from tunesmith.train.run import RunDir
+from tunesmith.train.run import RunDir, RunFolderGone
 
 
 class TrainingDiverged(TunesmithError):
@@ -144,16 +145,21 @@ class _Progress:
 
 
 def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
-          reporters: Sequence[Reporter] = (), should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """Train a recipe into a new run directory, or continue the run in `resume_dir`.
+          overrides: Sequence[str] = (), reporters: Sequence[Reporter] = (),
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train a recipe into a new run directory, or continue the run in `resume_dir`, with
+    `overrides` (`key=value`) of the settings a resume may change (train/run.py RESUMABLE).
 
     A named run (output.name) whose folder holds an unfinished run is resumed
     automatically from its last complete checkpoint. Under torchrun every rank calls this;
-    rank 0 alone writes the run directory and sends records to `reporters`.
+    rank 0 alone writes the run directory and sends records to `reporters`. `should_stop` is
+    asked before every step; when it says so the loop saves a checkpoint and ends "stopped".
     """
+    if overrides and resume_dir is None:
+        raise TypeError("overrides go with resume_dir; a new run takes them in its recipe")
     ctx = dist.setup()
     try:
-        result = _train(ctx, recipe, resume_dir, reporters, should_stop)
+        result = _train(ctx, recipe, resume_dir, tuple(overrides), reporters, should_stop)
         dist.barrier(ctx)
         return result
     except RuntimeError as exc:
@@ -165,12 +171,13 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
         dist.teardown(ctx)
 
 
-def _open_run(recipe: Recipe | None, resume_dir: Path | str | None) -> tuple[RunDir, Recipe]:
+def _open_run(recipe: Recipe | None, resume_dir: Path | str | None,
+              overrides: tuple[str, ...]) -> tuple[RunDir, Recipe]:
     if resume_dir is not None:
         run = RunDir(Path(resume_dir))
         if not run.recipe_file.exists():
             raise TunesmithError("not a run directory (no recipe.yaml)", where=str(run.path))
-        recipe = run.read_recipe()
+        recipe = run.resume_recipe(overrides)
     elif recipe is None:
         raise TypeError("train() needs a recipe or resume_dir")
     else:
@@ -184,8 +191,10 @@ def _open_run(recipe: Recipe | None, resume_dir: Path | str | None) -> tuple[Run
 
 
 def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str | None,
-           reporters: Sequence[Reporter], should_stop: Callable[[], bool] | None) -> TrainResult:
-    run, recipe = dist.share_run(ctx, *(_open_run(recipe, resume_dir) if ctx.is_main else (None, None)))
+           overrides: tuple[str, ...], reporters: Sequence[Reporter],
+           should_stop: Callable[[], bool] | None) -> TrainResult:
+    run, recipe = dist.share_run(ctx, *(_open_run(recipe, resume_dir, overrides) if ctx.is_main
+                                        else (None, None)))
     torch.manual_seed(recipe.training.seed)
 
     # Pre-flight: every check that can fail does so before the model's weights are loaded.
@@ -233,11 +242,17 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
 
     progress = _Progress()
     latest = ckpt.latest_checkpoint(run.checkpoints)
+    if latest is not None and latest.step > total_steps:
+        raise RecipeError(
+            f"the run would end at step {total_steps}, before its last checkpoint (step {latest.step})",
+            where="training.max_steps" if training.max_steps else "training.epochs",
+            fix=f"let it end at step {latest.step} or later")
     if latest is not None:
         state = dist.restore(ctx, latest, model, optimizer)
         scheduler.load_state_dict(state["scheduler"])
         progress = _Progress(**state["progress"])
-        run.truncate_metrics(progress.step)
+    if run.metrics_file.exists():
+        run.truncate_metrics(progress.step)  # what killed attempts logged past the checkpoint
 
     trainable = sum(p.numel() for p in params)
     run.update_info(status="running", base_model=resolved.base_model, method=resolved.method,
@@ -248,13 +263,18 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     reporter.report({"type": "start", "step": progress.step, "total_steps": total_steps, "auto": chosen,
                      "trainable_parameters": trainable, "data": data.summary(), "run_dir": str(run.path)})
 
+    saved_step = latest.step if latest is not None else 0  # a checkpoint of step 0 holds nothing new
+
     def save() -> None:
+        nonlocal saved_step
+        run.require()
         state = {"progress": asdict(progress), "scheduler": scheduler.state_dict()}
         saved = dist.save_checkpoint(ctx, run.checkpoints, progress.step, model, optimizer, state)
         reporter.report({"type": "checkpoint", "step": progress.step, "path": str(saved.path)})
         protect = {progress.best_step} if progress.best_step is not None else set()
         if ctx.is_main:
             ckpt.prune(run.checkpoints, training.keep_checkpoints, protect)
+        saved_step = progress.step
 
     if progress.step == 0 and data.validation:
         # The untrained model's held-out loss: the point every later evaluation is judged against.
@@ -268,6 +288,7 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
             if dist.agree(ctx, should_stop is not None and should_stop()):
                 status = "stopped"
                 break
+            run.require()
             if progress.epoch not in plans:
                 plans = {progress.epoch: plan_epoch(lengths, int(training.batch_size), budget,
                                                     training.seed, progress.epoch)}
@@ -318,20 +339,28 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
                 status = "stopped_early"
                 break
     except TrainingDiverged as exc:
-        run.update_info(status="failed", error=exc.message, finished=time.time())
-        reporter.report({"type": "event", "step": progress.step, "message": exc.message, "level": "error"})
+        with stopping.unwinding():
+            run.update_info(status="failed", error=exc.message, finished=time.time())
+            reporter.report({"type": "event", "step": progress.step, "message": exc.message,
+                             "level": "error"})
+            reporter.close()
+        raise
+    except RunFolderGone:
         reporter.close()
         raise
     except BaseException:
-        run.update_info(status="interrupted", finished=time.time())
-        reporter.close()
+        with stopping.unwinding():  # a second signal must not cut these records short
+            if run.path.is_dir():
+                run.update_info(status="interrupted", finished=time.time())
+            reporter.close()
         raise
 
     final_dir = None
     if status != "stopped":
+        run.require()
         dist.save_final(ctx, model, tokenizer, run.path / ".final-tmp", run.final)
         final_dir = run.final
-    else:
+    elif progress.step > saved_step:
         save()
     best_checkpoint = str(run.checkpoints / ckpt.checkpoint_name(progress.best_step)) \
         if progress.best_step is not None else None

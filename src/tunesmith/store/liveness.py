@@ -1,0 +1,186 @@
+"""Whether a running job's process is still there, so no reader shows a dead job as running.
+
+A training that no worker holds (a CLI run: `tunesmith train`, quickstart, retrain) records
+its host and pid on its job and refreshes `heartbeat_at` from a thread (`Heartbeat`). Before
+every read the registry settles such a job as failed when its process is gone: a pid on this
+host that no longer runs (SIGKILL, out-of-memory kill, crash) or, from any host, a heartbeat
+older than the stale limit. A job a worker holds is the queue's to judge (serve/queue.py
+re-queues a job whose worker stopped beating), so it is never touched here.
+
+A process that was only suspended (Ctrl-Z) and comes back finds its job settled and takes it
+back on its next beat: the registry then says again what is true.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from tunesmith.errors import TunesmithError
+from tunesmith.store.schema import Event, Job, now
+
+if TYPE_CHECKING:
+    from tunesmith.store.registry import Registry
+
+HEARTBEAT_SECONDS = 5.0
+STALE_ENV = "TUNESMITH_STALE_SECONDS"
+DEFAULT_STALE_SECONDS = 120.0
+"""A heartbeat this old means the process is gone even where its pid cannot be checked (another
+host); many beats long, so a busy machine never makes a live run look dead."""
+LOST = "process_lost"
+"""The error code of a job whose process vanished without recording why."""
+
+
+def stale_seconds() -> float:
+    raw = os.environ.get(STALE_ENV)
+    if raw is None:
+        return DEFAULT_STALE_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise TunesmithError(f"{STALE_ENV}={raw!r} is not a number of seconds", where=STALE_ENV) from None
+    if seconds < HEARTBEAT_SECONDS * 2:
+        raise TunesmithError(f"{STALE_ENV}={raw} is shorter than two heartbeats "
+                             f"({HEARTBEAT_SECONDS * 2:g} s)", where=STALE_ENV,
+                             fix="set it to at least 10 seconds, or unset it")
+    return seconds
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def process_running(pid: int) -> bool:
+    """True while `pid` is a process on this machine that has not exited (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS): the signal test is all there is
+        return True
+    state = stat.rsplit(")", 1)[-1].split()[:1]
+    return state not in (["Z"], ["X"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    job_id: str
+    host: str | None
+    pid: int
+    heartbeat_at: float | None
+    run_dir: str | None
+
+
+def lost_reason(owner: _Owner, at: float, limit: float, host: str) -> str | None:
+    """Why a running job's own process is gone, or None while it may still be training."""
+    if owner.host == host and not process_running(owner.pid):
+        return f"its training process (pid {owner.pid} on {host}) is no longer running"
+    if owner.heartbeat_at is not None and at - owner.heartbeat_at > limit:
+        return (f"its training process (pid {owner.pid} on {owner.host}) has not reported for "
+                f"{at - owner.heartbeat_at:.0f} s")
+    return None
+
+
+def settle_lost(registry: Registry) -> list[str]:
+    """Mark failed every running, worker-less job whose process is gone; their ids.
+
+    One cheap indexed read when nothing is wrong; the write happens only for a lost job, and
+    only if its row is unchanged since it was read (a beat in between keeps it running)."""
+    owners = registry.read_raw(_owners)
+    if not owners:
+        return []
+    at, limit, host = now(), stale_seconds(), this_host()
+    lost = [(owner, reason) for owner in owners if (reason := lost_reason(owner, at, limit, host))]
+    if not lost:
+        return []
+
+    def work(session: Session) -> list[str]:
+        settled = []
+        for owner, reason in lost:
+            where = "`tunesmith train --resume " + (owner.run_dir or "RUN_DIR") + "`"
+            message = (f"{reason}: it was stopped without recording why (killed?); its complete "
+                       f"checkpoints are kept: continue it with {where}")
+            changed = session.execute(
+                update(Job).where(Job.id == owner.job_id, Job.status == "running", Job.worker_id.is_(None),
+                                  Job.pid == owner.pid, _same(Job.heartbeat_at, owner.heartbeat_at))
+                .values(status="failed", error=message, error_code=LOST, finished_at=at))
+            if changed.rowcount == 1:
+                session.add(Event(job_id=owner.job_id, type="status", level="error", message=message,
+                                  data={}))
+                settled.append(owner.job_id)
+        return settled
+    return registry.write(work)
+
+
+def _owners(session: Session) -> list[_Owner]:
+    rows = session.execute(select(Job.id, Job.host, Job.pid, Job.heartbeat_at, Job.run_dir).where(
+        Job.status == "running", Job.worker_id.is_(None), Job.pid.is_not(None)))
+    return [_Owner(*row) for row in rows]
+
+
+def _same(column: object, value: float | None) -> object:
+    return column.is_(None) if value is None else column == value  # type: ignore[attr-defined]
+
+
+def process_fields() -> dict[str, Any]:
+    """The job fields that say this process is training it now."""
+    return {"status": "running", "host": this_host(), "pid": os.getpid(), "heartbeat_at": now()}
+
+
+class Heartbeat:
+    """Owns a job for this process while it trains: records host and pid, beats from a thread.
+
+    Use as a context manager around the training; the thread stops with it."""
+
+    def __init__(self, registry: Registry, job_id: str, every: float = HEARTBEAT_SECONDS):
+        self.registry = registry
+        self.job_id = job_id
+        self.every = every
+        self.pid = os.getpid()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        self.registry.update_job(self.job_id, **process_fields())
+        self._thread = threading.Thread(target=self._run, name="tunesmith-job-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        while not self._done.wait(self.every):
+            with contextlib.suppress(SQLAlchemyError):  # the database is away: the next beat tries again
+                self.beat()
+
+    def beat(self) -> None:
+        mine = (Job.id == self.job_id, Job.pid == self.pid)
+        at = now()
+
+        def work(session: Session) -> None:
+            session.execute(update(Job).where(*mine, Job.status == "running").values(heartbeat_at=at))
+            # Settled as lost while this process was suspended: it is training again.
+            back = session.execute(update(Job).where(*mine, Job.status == "failed", Job.error_code == LOST)
+                                   .values(status="running", error=None, error_code=None, finished_at=None,
+                                           heartbeat_at=at))
+            if back.rowcount:
+                session.add(Event(job_id=self.job_id, type="status", level="info", data={},
+                                  message="The training process is reporting again; the job is running"))
+        self.registry.write(work)

@@ -1,0 +1,77 @@
+"""The fused cross-entropy of train/loss.py computes its gradients by hand in the forward pass;
+they must equal plain autograd through the unfused computation (projection, optional bias,
+optional final-logit soft-capping, cross-entropy summed), chunk boundaries included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.train.loss import _LinearCrossEntropy
+
+
+def reference(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+              softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = hidden @ weight.t()
+    if bias is not None:
+        logits = logits + bias
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    loss = torch.nn.functional.cross_entropy(logits.double(), targets, reduction="sum")
+    return loss, (logits.argmax(dim=-1) == targets).sum()
+
+
+@pytest.mark.parametrize("softcap", [None, 2.0])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("chunk", [5, 64])  # several chunks with a ragged last one; one chunk
+def test_hand_written_gradients_equal_autograd(softcap: float | None, with_bias: bool, chunk: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    tokens, width, vocab = 23, 16, 40
+    # Logits of several units, so the soft cap (2.0) bends them a lot and a wrong tanh' shows.
+    hidden = torch.randn(tokens, width, generator=generator, dtype=torch.float64)
+    weight = torch.randn(vocab, width, generator=generator, dtype=torch.float64) * 0.8
+    bias = torch.randn(vocab, generator=generator, dtype=torch.float64) if with_bias else None
+    targets = torch.randint(vocab, (tokens,), generator=generator)
+    scale = 1.7  # the incoming gradient (a step's normalisation) must scale every gradient
+
+    inputs = [hidden, weight] + ([bias] if bias is not None else [])
+    ours = [t.clone().float().requires_grad_() for t in inputs]
+    theirs = [t.clone().requires_grad_() for t in inputs]
+    loss, correct = _LinearCrossEntropy.apply(ours[0], ours[1], ours[2] if with_bias else None, targets,
+                                              softcap, chunk, True)
+    (loss * scale).backward()
+    expected_loss, expected_correct = reference(theirs[0], theirs[1], theirs[2] if with_bias else None,
+                                                targets, softcap)
+    (expected_loss * scale).backward()
+
+    assert int(correct) == int(expected_correct)
+    assert float(loss.detach()) == pytest.approx(float(expected_loss.detach()), rel=1e-6)
+    for name, got, want in zip(("hidden", "weight", "bias"), ours, theirs, strict=False):
+        assert got.grad is not None, name
+        torch.testing.assert_close(got.grad.double(), want.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_soft_capping_changes_the_gradient() -> None:
+    """The softcap branch is really taken: capped and uncapped gradients differ."""
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(8, 4, generator=generator)
+    weight = (torch.randn(10, 4, generator=generator) * 2).requires_grad_()
+    targets = torch.randint(10, (8,), generator=generator)
+    grads = []
+    for softcap in (None, 1.5):
+        weight.grad = None
+        loss, _ = _LinearCrossEntropy.apply(hidden, weight, None, targets, softcap, 3, True)
+        loss.backward()
+        grads.append(weight.grad.clone())
+    assert not torch.allclose(grads[0], grads[1], atol=1e-3)
+
+
+def test_without_gradients_the_loss_is_the_same() -> None:
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(9, 4, generator=generator)
+    weight = torch.randn(12, 4, generator=generator)
+    targets = torch.randint(12, (9,), generator=generator)
+    with torch.no_grad():
+        plain, _ = _LinearCrossEntropy.apply(hidden, weight, None, targets, 3.0, 4, False)
+    expected, _ = reference(hidden.double(), weight.double(), None, targets, 3.0)
+    assert float(plain) == pytest.approx(float(expected), rel=1e-6)
