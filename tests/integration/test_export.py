@@ -106,7 +106,13 @@ def test_gguf_reads_back_with_tensors_and_metadata(run_dir, adapter_model, gguf_
     result = (gguf_f16_export if dtype == "f16"
               else export_model(str(run_dir), "gguf", tmp_path / "g", dtype=dtype))
     out = result.out
-    assert [c.passed for c in result.parity] == [True, True]
+    assert all(c.passed for c in result.parity)
+    names = [c.name for c in result.parity]
+    assert names[0] == "merged weights" and any("transformers' GGUF loader" in n for n in names)
+    from tunesmith.model.export import llamacpp
+
+    if llamacpp.missing_reason() is None:   # the issue's failure: a LoRA run's GGUF refused by llama.cpp
+        assert any("llama.cpp" in n for n in names), names
     reader = GGUFReader(out / f"model-{dtype}.gguf")
     config = adapter_model.model.config
     tensors = {t.name: t for t in reader.tensors}
@@ -141,7 +147,7 @@ def test_gguf_reads_back_with_tensors_and_metadata(run_dir, adapter_model, gguf_
     assert field("general.architecture") == "llama"
     assert field("llama.block_count") == config.num_hidden_layers
     assert field("llama.attention.head_count_kv") == config.num_key_value_heads
-    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "gpt2"
+    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "gpt-2"
     tokens = field("tokenizer.ggml.tokens")
     assert len(tokens) == config.vocab_size and tokens[tokenizer.eos_token_id] == "<|im_end|>"
     assert field("tokenizer.ggml.eos_token_id") == tokenizer.eos_token_id
@@ -264,6 +270,7 @@ def test_a_failed_parity_check_fails_the_export_and_writes_nothing(run_dir, tmp_
     from tunesmith.model.export import parity
 
     monkeypatch.setitem(parity.TOLERANCES, "f16", 1e-9)   # f16 rounding now counts as a mismatch
+    monkeypatch.setitem(parity.LLAMACPP_TOLERANCES, "f16", 1e-9)
     out = tmp_path / "exports" / "gguf"
     code = main(["export", str(run_dir), "--format", "gguf", "--dtype", "f16", "--out", str(out)])
     assert code == 2

@@ -6,7 +6,7 @@ import argparse
 
 # Kept in step with tunesmith.model.export (tested) without importing torch at start-up.
 FORMATS = ("adapter", "merged", "gguf")
-DTYPE_CHOICES = ("f32", "f16", "bf16", "q8_0")
+DTYPE_CHOICES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=FORMATS, default="merged", help="what to write (default: merged)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES,
                         help="weight type: merged f32|f16|bf16 (default: the base model's), "
-                             "gguf f32|f16|bf16|q8_0 (default f16)")
+                             "gguf f32|f16|bf16|q8_0|q4_0 (default f16)")
     parser.add_argument("--out", help="folder to write (default: exports/NAME-FORMAT)")
     parser.add_argument("--max-shard-size", default="2GB",
                         help="merged: largest safetensors file before sharding (default 2GB)")
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         comparisons, out = result.parity, result.out
         for name in result.files:
             console.print(f"  {out / name}", highlight=False)
+        for note in result.notes:
+            console.print(f"[yellow]note[/] {note}", highlight=False)
     for comparison in comparisons:
         console.print(f"[green]parity[/] {comparison.summary()}", highlight=False)
     console.print(f"[bold]{'verified' if args.verify else 'exported'}[/] {out}", highlight=False)

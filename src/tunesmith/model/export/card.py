@@ -21,7 +21,7 @@ EVALUATION_LABELS = {
 
 
 def model_card(source: ExportSource, fmt: str, dtype: str, files: list[str],
-               parity: list[dict[str, Any]]) -> str:
+               parity: list[dict[str, Any]], notes: list[str] | None = None) -> str:
     recipe = source.recipe or {}
     adapter = (recipe.get("adapter") or {}).get("kind", "lora" if source.is_adapter else "full")
     lines = [
@@ -70,9 +70,10 @@ def model_card(source: ExportSource, fmt: str, dtype: str, files: list[str],
               "The same prompts through the trained model and this export "
               "(see tunesmith's docs/export.md):", ""]
     lines += [f"- {p['name']} ({p['dtype']}): max logit difference {p['max_logit_diff']:.3g} "
-              f"(tolerance {p['tolerance']:g}), greedy tokens "
+              f"(tolerance {p['tolerance']:.3g}), greedy tokens "
               f"{p['tokens_compared'] - p['token_mismatches'] - p['near_ties']}/{p['tokens_compared']} equal"
               for p in parity]
+    lines += [f"- {note}" for note in notes or []]
     lines += ["", "## Files", ""] + [f"- `{name}`" for name in files]
     if recipe:
         lines += ["", "## Recipe", "", "```json", json.dumps(recipe, indent=2, default=str), "```"]

@@ -3,9 +3,10 @@
 Written by hand because no maintained Python library renders Go templates, and tunesmith
 must render its Modelfile TEMPLATE to prove, before writing it, that Ollama will build
 the same prompt text as the chat template used in training. Covered: text, `{{- -}}`
-whitespace trimming, `{{ .Field }}` and `{{ $.Field }}`, `range`, `if` / `else if` /
-`else` / `end`, and the functions eq, ne, or, and, not. Anything else is an error, so a
-template this cannot render is never called verified.
+whitespace trimming, `{{ .Field }}` and `{{ $.Field }}`, `range` (also `range $i, $m :=`,
+with `$i`, `$m` and `$m.Field`), `if` / `else if` / `else` / `end`, and the functions eq,
+ne, or, and, not. Anything else is an error, so a template this cannot render is never
+called verified.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
+RANGE_VARIABLES = re.compile(r"^(\$\w+)\s*(?:,\s*(\$\w+)\s*)?:=\s*(.+)$", re.S)
 TOKEN = re.compile(r'\(|\)|"(?:[^"\\]|\\.)*"|[^\s()]+')
 SPACE = " \t\r\n"
 
@@ -34,7 +36,7 @@ class _Block:
 
 def render(template: str, data: dict[str, Any]) -> str:
     out: list[str] = []
-    _run(_parse(template).body, data, data, out)
+    _run(_parse(template).body, data, {"$": data}, out)
     return "".join(out)
 
 
@@ -91,45 +93,51 @@ def _parse(template: str) -> _Block:
     return root
 
 
-def _run(nodes: list[Any], dot: Any, root: dict[str, Any], out: list[str]) -> None:
+def _run(nodes: list[Any], dot: Any, scope: dict[str, Any], out: list[str]) -> None:
     for node in nodes:
         if isinstance(node, str):
             out.append(node)
         elif isinstance(node, tuple):
-            value = _eval(node[1], dot, root)
+            value = _eval(node[1], dot, scope)
             out.append("" if value is None else str(value))
         elif node.kind == "range":
-            for item in _eval(node.expr, dot, root) or []:
-                _run(node.body, item, root, out)
+            names = RANGE_VARIABLES.match(node.expr)
+            expr = names.group(3) if names else node.expr
+            for index, item in enumerate(_eval(expr, dot, scope) or []):
+                inner = dict(scope)
+                if names:   # Go: one variable is the element; two are the index and the element
+                    inner.update({names.group(1): item} if not names.group(2)
+                                 else {names.group(1): index, names.group(2): item})
+                _run(node.body, item, inner, out)
         else:
             for condition, branch in node.branches:
-                if _truthy(_eval(condition, dot, root)):
-                    _run(branch, dot, root, out)
+                if _truthy(_eval(condition, dot, scope)):
+                    _run(branch, dot, scope, out)
                     break
             else:
-                _run(node.otherwise or [], dot, root, out)
+                _run(node.otherwise or [], dot, scope, out)
 
 
-def _eval(expression: str, dot: Any, root: dict[str, Any]) -> Any:
+def _eval(expression: str, dot: Any, scope: dict[str, Any]) -> Any:
     tokens = TOKEN.findall(expression)
-    value, rest = _command(tokens, dot, root)
+    value, rest = _command(tokens, dot, scope)
     if rest:
         raise GoTemplateError(f"cannot read {expression!r}")
     return value
 
 
-def _command(tokens: list[str], dot: Any, root: dict[str, Any]) -> tuple[Any, list[str]]:
+def _command(tokens: list[str], dot: Any, scope: dict[str, Any]) -> tuple[Any, list[str]]:
     args: list[Any] = []
     while tokens and tokens[0] != ")":
         head, tokens = tokens[0], tokens[1:]
         if head == "(":
-            value, tokens = _command(tokens, dot, root)
+            value, tokens = _command(tokens, dot, scope)
             if not tokens or tokens[0] != ")":
                 raise GoTemplateError("unbalanced parentheses")
             tokens = tokens[1:]
             args.append(value)
         else:
-            args.append(_operand(head, dot, root))
+            args.append(_operand(head, dot, scope))
     if not args:
         raise GoTemplateError("empty expression")
     function, rest = args[0], args[1:]
@@ -149,19 +157,27 @@ FUNCTIONS: dict[str, Any] = {
 }
 
 
-def _operand(token: str, dot: Any, root: dict[str, Any]) -> Any:
+def _operand(token: str, dot: Any, scope: dict[str, Any]) -> Any:
     if token.startswith('"'):
         return token[1:-1].encode().decode("unicode_escape")
+    if token.isdigit():
+        return int(token)
     if token in FUNCTIONS:
         return FUNCTIONS[token]
     if token == ".":
         return dot
-    if token.startswith(("$.", ".")):
-        value = root if token.startswith("$") else dot
-        for name in token.lstrip("$.").split("."):
-            value = value.get(name) if isinstance(value, dict) else None
-        return value
-    raise GoTemplateError(f"unsupported operand {token!r}")
+    if token.startswith("$"):
+        name, _, path = token.partition(".")
+        if name not in scope:
+            raise GoTemplateError(f"undefined variable {name}")
+        value = scope[name]
+    elif token.startswith("."):
+        value, path = dot, token[1:]
+    else:
+        raise GoTemplateError(f"unsupported operand {token!r}")
+    for name in path.split(".") if path else []:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
 
 
 def _truthy(value: Any) -> bool:
