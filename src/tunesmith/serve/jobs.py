@@ -80,7 +80,7 @@ def create_job(request: JobCreate, state: Annotated[ServerState, Depends(server)
     if request.integrations:
         raise APIError(400, "integrations are not supported; metrics are in the job's events",
                        param="integrations")
-    _check_model(request.model)
+    _check_model(request.model, state)
     train = live_file(state, request.training_file, "training_file")
     validation = live_file(state, request.validation_file, "validation_file") \
         if request.validation_file else None
@@ -103,15 +103,18 @@ def create_job(request: JobCreate, state: Annotated[ServerState, Depends(server)
     return job_object(state.registry.job(job.id), None)
 
 
-def _check_model(model: str) -> None:
+def _check_model(model: str, state: ServerState) -> None:
+    from tunesmith.store.base_models import is_registered_base
+
     if model.startswith(("/", ".", "~")) or "\\" in model:
         raise APIError(400, "model must be a model name (e.g. tunesmith/tiny-chat or org/name), not a path",
                        param="model", code="model_not_available")
     if model.startswith("ft:"):
         raise APIError(400, "continuing training from a fine-tuned model is not supported yet; "
                             "fine-tune its base model", param="model", code="model_not_available")
-    if model != BUNDLED_MODEL and model.count("/") != 1:
-        raise APIError(400, f"unknown model {model!r}; use {BUNDLED_MODEL} or a hub id org/name",
+    if model != BUNDLED_MODEL and model.count("/") != 1 and not is_registered_base(model, state.registry):
+        raise APIError(400, f"unknown model {model!r}; use {BUNDLED_MODEL}, a registered base model "
+                            "(tunesmith models bases) or a hub id org/name",
                        param="model", code="model_not_available")
 
 
