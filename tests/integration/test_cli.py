@@ -90,7 +90,9 @@ def test_bad_recipe_value_is_reported_with_the_key(tmp_path: Path, capsys) -> No
 
 @pytest.mark.skipif(not (BUNDLED_MODEL / "config.json").exists(), reason="bundled model not built")
 def test_quickstart_tiny_runs_end_to_end(tmp_path: Path, capsys) -> None:
-    assert main(["quickstart", "--tiny", "--out", str(tmp_path)]) == 0
+    # A short run of the same loop (the full one takes minutes on a shared machine).
+    assert main(["quickstart", "--tiny", "--out", str(tmp_path), "--set", "training.max_steps=6",
+                 "--set", "evaluation.max_examples=8", "--set", "evaluation.max_train_examples=8"]) == 0
     out = capsys.readouterr().out
     assert "tunesmith chat" in out and "verdict:" in out and "report.html" in out
     assert "get the base model" not in out  # --tiny never pulls anything
