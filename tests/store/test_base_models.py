@@ -150,7 +150,9 @@ def test_the_api_accepts_a_job_for_a_registered_base_name(tmp_path) -> None:
     from tunesmith.store.base_models import register_base
 
     registry = open_registry(home=tmp_path / "server-home")
-    client = TestClient(create_app(registry, tmp_path / "runs", Limits()))
+    # A loopback Host and a same-origin Origin, as the server's Host and cross-site guards expect.
+    client = TestClient(create_app(registry, tmp_path / "runs", Limits()), base_url="http://127.0.0.1",
+                        headers={"Origin": "http://127.0.0.1"})
     row = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
     file_id = client.post("/v1/files", files={"file": ("d.jsonl", row.encode())},
                           data={"purpose": "fine-tune"}).json()["id"]
