@@ -135,6 +135,8 @@ def test_parallel_tool_calls_false_gives_at_most_one_call(client: openai.OpenAI,
     ({"extra_body": {"best_of": 3}}, "best_of"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "messages"),
+    ({"messages": [*ASK, {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "x"}}]}]},
+     "messages[1].tool_calls[0]"),
 ])
 def test_what_the_server_does_not_honour_is_refused(client: openai.OpenAI, models: dict[str, str],
                                                     fields: dict, param: str) -> None:

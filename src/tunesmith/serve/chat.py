@@ -149,6 +149,14 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise APIError(400, errors[0].message, param="messages", code="invalid_value")
+    for index, message in enumerate(messages):
+        for position, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not (isinstance(function, dict) and isinstance(function.get("name"), str)
+                    and isinstance(function.get("arguments"), str) and isinstance(call.get("id"), str)):
+                raise APIError(400, f"messages[{index}].tool_calls[{position}] must be {{'id', 'type': "
+                                    "'function', 'function': {'name', 'arguments' (a JSON string)}}",
+                               param=f"messages[{index}].tool_calls[{position}]", code="invalid_value")
     return messages
 
 
@@ -252,12 +260,18 @@ def _measure(state: ServerState, target: Any, messages: list[dict[str, Any]], ma
     characters = sum(len(str(m.get("content") or "")) for m in messages) + len(json.dumps(tools or []))
     if context is not None and characters > context * longest_token(loaded.tokenizer):
         raise _too_long(f"more than {context}", context)
-    if tools and loaded.renderer.chat_text(messages, tools, True) == loaded.renderer.chat_text(
-            messages, None, True):
-        raise APIError(400, f"the chat template of {target.name} does not render tools, so the model would "
-                            "never see them; leave tools out or serve a model whose template renders them",
-                       param="tools", code="unsupported_parameter")
-    ids = loaded.renderer.prompt_ids(messages, tools)
+    from jinja2 import TemplateError
+
+    try:
+        if tools and loaded.renderer.chat_text(messages, tools, True) == loaded.renderer.chat_text(
+                messages, None, True):
+            raise APIError(400, f"the chat template of {target.name} does not render tools, so the model "
+                                "would never see them; leave tools out or serve a model whose template "
+                                "renders them", param="tools", code="unsupported_parameter")
+        ids = loaded.renderer.prompt_ids(messages, tools)
+    except TemplateError as exc:  # e.g. a template that insists on alternating user/assistant turns
+        raise APIError(400, f"the chat template of {target.name} cannot render these messages: {exc}",
+                       param="messages", code="invalid_value") from None
     if context is None:
         return ids, max_tokens
     if len(ids) >= context:
