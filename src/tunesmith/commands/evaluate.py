@@ -33,20 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def resolve_target(ref: str) -> tuple[str, Any]:
-    """A path as given, else a registered model (its run directory or adapter folder)."""
-    if Path(ref).exists():
-        return ref, None
-    from tunesmith.errors import TunesmithError
-    from tunesmith.store import open_registry
-    from tunesmith.store.heldout import model_target
+    """A path as given, else a registered model (see tunesmith.model.targets: one resolver)."""
+    from tunesmith.model.targets import resolve_target as resolve
 
-    try:
-        model = open_registry().model(ref)
-    except TunesmithError as exc:
-        raise TunesmithError(f"'{ref}' is not a folder and not a registered model ({exc.message})",
-                             fix="give a run directory, an adapter folder, or see `tunesmith models list`") \
-            from None
-    return model_target(model), model
+    return resolve(ref)
 
 
 def settings_for(target_dir: str, args: argparse.Namespace) -> tuple[Any, Any]:

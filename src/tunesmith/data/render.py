@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tunesmith.data.prompt import developer_role, template_messages
 from tunesmith.data.records import (
     ChatRecord,
     CompletionRecord,
@@ -64,11 +65,6 @@ def ensure_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     return True
 
 
-def _template_messages(messages: list[Message]) -> list[Message]:
-    # Weights are tunesmith's business, not the template's.
-    return [{k: v for k, v in m.items() if k != "weight"} for m in messages]
-
-
 class Renderer:
     """Turns records into `RenderedExample`s for one tokenizer.
 
@@ -80,6 +76,7 @@ class Renderer:
         self.tokenizer = tokenizer
         self.loss_on = loss_on
         self.used_fallback_template = ensure_chat_template(tokenizer)
+        self.developer = developer_role(tokenizer)  # shared with generation: see data/prompt.py
         self.special_ids = set(tokenizer.all_special_ids)
         self.eos_id = tokenizer.eos_token_id
         if self.eos_id is None:
@@ -89,7 +86,7 @@ class Renderer:
 
     def chat_text(self, messages: list[Message], tools: Any = None, generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(
-            _template_messages(messages), tools=tools, tokenize=False,
+            template_messages(messages, self.developer), tools=tools, tokenize=False,
             add_generation_prompt=generation_prompt)
 
     def prompt_ids(self, messages: list[Message], tools: Any = None) -> list[int]:

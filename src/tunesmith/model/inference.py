@@ -116,9 +116,10 @@ class _TextStream:
 
 
 def stream_reply(loaded: LoadedModel, messages: list[Message], max_new_tokens: int = 256,
-                 temperature: float = 0.0, top_p: float = 1.0) -> Iterator[str]:
-    """Yield the reply's text piece by piece as it is generated."""
-    ids = torch.tensor([loaded.renderer.prompt_ids(messages)], device=loaded.model.device)
+                 temperature: float = 0.0, top_p: float = 1.0, tools: Any = None) -> Iterator[str]:
+    """Yield the reply's text piece by piece as it is generated (tools: OpenAI-shaped function
+    definitions, given to the chat template as training gives them)."""
+    ids = torch.tensor([loaded.renderer.prompt_ids(messages, tools)], device=loaded.model.device)
     stream = _TextStream(loaded.tokenizer, ids.shape[1])
     kwargs = _generation_kwargs(loaded, max_new_tokens, temperature, top_p)
     failure: list[BaseException] = []

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -29,34 +30,51 @@ MAX_STOPS = 4
 MAX_STOP_CHARS = 256
 """Like the hosted API: at most 4 stop sequences; each of bounded length."""
 MIN_TEMPERATURE = 0.01
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+MAX_TOOLS = 128
+MAX_TOOL_TEXT = 8192
+"""As the hosted API: at most 128 tools; a function's description is bounded."""
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
+
+
+class ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: Annotated[str, Field(max_length=MAX_TOOL_TEXT)] | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: ToolFunction
 
 
 class ChatRequest(BaseModel):
     """Every number range-checked, as the hosted API does: a value outside its range is a 400
-    naming the parameter, never a failure inside generation."""
+    naming the parameter, never a failure inside generation. Parameters this server does not
+    honour are kept aside (extra) and refused by `refuse_unhonoured`, never ignored."""
 
-    model_config = ConfigDict(extra="ignore")  # accepted and unused: logprobs, user, response_format...
+    model_config = ConfigDict(extra="allow")
     model: Annotated[str, Field(max_length=256)]
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] = 1.0
-    top_p: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1.0
+    messages: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = 1.0
     max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     stop: str | list[str] | None = None
-    n: Annotated[int, Field(ge=1, le=128)] = 1
+    n: Annotated[int, Field(ge=1, le=128)] | None = 1
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -70,18 +88,76 @@ class ChatRequest(BaseModel):
 
     @field_validator("temperature")
     @classmethod
-    def _not_vanishing(cls, value: float) -> float:
-        if 0 < value < MIN_TEMPERATURE:  # logits / 1e-300 overflow: say so instead of failing
+    def _not_vanishing(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value < MIN_TEMPERATURE:  # logits / 1e-300 overflow: say so
             raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
         return value
 
 
-def _text(message: ChatMessage) -> dict[str, Any]:
-    content = message.content
-    if isinstance(content, list):  # content parts: only text is understood
-        content = "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
-    role = "system" if message.role == "developer" else message.role
-    return {"role": role, "content": content or ""}
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logprobs": (False,),
+    "top_logprobs": (0,), "logit_bias": ({},), "store": (False,), "service_tier": ("auto", "default"),
+    "metadata": ({},), "modalities": (["text"],), "user": (), "prediction": (), "audio": (),
+    "reasoning_effort": (), "web_search_options": (), "functions": (), "function_call": (),
+    "verbosity": (), "prompt_cache_key": (), "safety_identifier": ()}
+"""Hosted-API parameters this server does not implement, with the values that ask for
+nothing (so a client sending the default is served); null always asks for nothing."""
+
+
+def refuse_unhonoured(request: ChatRequest) -> None:
+    """A 400 naming the first parameter that would change the reply and is not honoured here."""
+    for name, value in (request.model_extra or {}).items():
+        if name not in NEUTRAL:
+            raise APIError(400, f"Unrecognized request argument supplied: {name}", param=name,
+                           code="unknown_parameter")
+        if value is not None and value not in NEUTRAL[name]:
+            raise APIError(400, f"'{name}' is not supported by this server; leave it out (see the server "
+                                "documentation for the supported parameters)", param=name,
+                           code="unsupported_parameter")
+    kind = (request.response_format or {}).get("type", "text")
+    if kind != "text" or set(request.response_format or {}) - {"type"}:
+        raise APIError(400, f"response_format {kind!r} is not supported by this server: it has no "
+                            "constrained decoding to guarantee the format. Leave response_format out (or use "
+                            "{'type': 'text'}) and validate the reply yourself", param="response_format",
+                       code="unsupported_parameter")
+    if request.tool_choice is not None and not request.tools:
+        raise APIError(400, "tool_choice is only allowed when tools are specified", param="tool_choice",
+                       code="invalid_value")
+    if request.tool_choice not in (None, "auto", "none"):
+        raise APIError(400, "tool_choice 'required' and a named function are not supported by this server: "
+                            "it cannot force the model to call a tool. Use 'auto' or 'none'",
+                       param="tool_choice", code="unsupported_parameter")
+    for index, tool in enumerate(request.tools or []):
+        if tool.function.strict:
+            raise APIError(400, "strict function calling is not supported by this server (it has no "
+                                "constrained decoding); leave 'strict' out",
+                           param=f"tools[{index}].function.strict", code="unsupported_parameter")
+
+
+def _tools(request: ChatRequest) -> list[dict[str, Any]] | None:
+    """The tools the template is given: none when the request turned them off."""
+    if not request.tools or request.tool_choice == "none":
+        return None
+    return [tool.model_dump(exclude_none=True) for tool in request.tools]
+
+
+def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    """The request's messages prepared as training prepares a chat file's (data/prompt.py)."""
+    from tunesmith.data.prompt import request_messages
+
+    messages, findings = request_messages(request.messages)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise APIError(400, errors[0].message, param="messages", code="invalid_value")
+    for index, message in enumerate(messages):
+        for position, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not (isinstance(function, dict) and isinstance(function.get("name"), str)
+                    and isinstance(function.get("arguments"), str) and isinstance(call.get("id"), str)):
+                raise APIError(400, f"messages[{index}].tool_calls[{position}] must be {{'id', 'type': "
+                                    "'function', 'function': {'name', 'arguments' (a JSON string)}}",
+                               param=f"messages[{index}].tool_calls[{position}]", code="invalid_value")
+    return messages
 
 
 class _Slot:
@@ -111,31 +187,37 @@ def _cache(state: ServerState) -> Any:
 async def chat_completions(request: ChatRequest, http: Request, state: Annotated[ServerState, Depends(server)]
                            ) -> dict[str, Any] | StreamingResponse:
     limits = state.limits
+    refuse_unhonoured(request)
+    n = request.n or 1
     asked = request.max_completion_tokens or request.max_tokens
     max_tokens = asked or min(256, limits.max_tokens)
     if max_tokens > limits.max_tokens:
         raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}",
                        param="max_tokens", code="invalid_value")
-    if request.n > limits.max_n:
-        raise APIError(400, f"n is {request.n}; this server allows at most {limits.max_n}", param="n",
+    if n > limits.max_n:
+        raise APIError(400, f"n is {n}; this server allows at most {limits.max_n}", param="n",
                        code="invalid_value")
+    messages = _messages(request)
+    tools = _tools(request)
     target = await run_in_threadpool(resolve_target, state, request.model)
     stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
-    messages = [_text(m) for m in request.messages]
     # Measured before any slot is taken or any header sent: an over-long prompt is a 400 at once.
     prompt_ids, max_tokens = await run_in_threadpool(_measure, state, target, messages, max_tokens,
-                                                     asked is not None)
+                                                     asked is not None, tools)
     abandoned = threading.Event()
-    settings = {"max_new_tokens": max_tokens, "temperature": request.temperature, "top_p": request.top_p,
+    temperature = 1.0 if request.temperature is None else request.temperature
+    settings = {"max_new_tokens": max_tokens, "temperature": temperature, "top_p": request.top_p or 1.0,
                 "stop": stops, "seed": request.seed, "prompt_ids": prompt_ids, "abandoned": abandoned}
+    calls = _Calls({t["function"]["name"] for t in tools}, request.parallel_tool_calls is not False) \
+        if tools else None
     slot = _Slot(state)
     await run_in_threadpool(slot.acquire)
     state.running.add(abandoned)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if not request.stream:
-        work = asyncio.ensure_future(run_in_threadpool(_complete, state, target, messages, settings,
-                                                       request.n))
+        work = asyncio.ensure_future(run_in_threadpool(_complete, state, target, messages, settings, n,
+                                                       calls))
         try:
             while not work.done():  # a client that leaves stops its generation
                 await asyncio.wait({work}, timeout=0.25)
@@ -149,25 +231,49 @@ async def chat_completions(request: ChatRequest, http: Request, state: Annotated
         return {"id": completion_id, "object": "chat.completion", "created": created, "model": request.model,
                 "choices": choices, "usage": usage, "system_fingerprint": None, "service_tier": None}
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    chunks = _stream(state, target, messages, settings, request.n, completion_id, created, request.model,
-                     include_usage)
+    chunks = _stream(state, target, messages, settings, n, completion_id, created, request.model,
+                     include_usage, calls)
     return StreamingResponse(_released(chunks, slot, abandoned, state), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 
 
+@dataclass(frozen=True, slots=True)
+class _Calls:
+    """How a reply's tool calls are read: the declared functions; several calls or only one."""
+
+    names: set[str]
+    parallel: bool
+
+    def kept(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # parallel_tool_calls=false asks for at most one call, as the hosted API gives
+        return calls if self.parallel else calls[:1]
+
+
 def _measure(state: ServerState, target: Any, messages: list[dict[str, Any]], max_tokens: int,
-             asked: bool) -> tuple[list[int], int]:
+             asked: bool, tools: list[dict[str, Any]] | None = None) -> tuple[list[int], int]:
     """The prompt's token ids and the tokens left to generate, or a 400 naming the model's
     context. A prompt far too long is refused before it is tokenized at all: no token is
-    longer than the vocabulary's longest, which bounds the count from below."""
+    longer than the vocabulary's longest, which bounds the count from below. Tools a chat
+    template would not render are refused: the model would never see them."""
     loaded = _cache(state).loaded(target)
     context = context_length(loaded)
-    if context is None:
-        return loaded.renderer.prompt_ids(messages), max_tokens
-    characters = sum(len(str(m.get("content") or "")) for m in messages)
-    if characters > context * longest_token(loaded.tokenizer):
+    characters = sum(len(str(m.get("content") or "")) for m in messages) + len(json.dumps(tools or []))
+    if context is not None and characters > context * longest_token(loaded.tokenizer):
         raise _too_long(f"more than {context}", context)
-    ids = loaded.renderer.prompt_ids(messages)
+    from jinja2 import TemplateError
+
+    try:
+        if tools and loaded.renderer.chat_text(messages, tools, True) == loaded.renderer.chat_text(
+                messages, None, True):
+            raise APIError(400, f"the chat template of {target.name} does not render tools, so the model "
+                                "would never see them; leave tools out or serve a model whose template "
+                                "renders them", param="tools", code="unsupported_parameter")
+        ids = loaded.renderer.prompt_ids(messages, tools)
+    except TemplateError as exc:  # e.g. a template that insists on alternating user/assistant turns
+        raise APIError(400, f"the chat template of {target.name} cannot render these messages: {exc}",
+                       param="messages", code="invalid_value") from None
+    if context is None:
+        return ids, max_tokens
     if len(ids) >= context:
         raise _too_long(str(len(ids)), context)
     room = context - len(ids)
@@ -211,7 +317,9 @@ def longest_token(tokenizer: Any) -> int:
 
 
 def _complete(state: ServerState, target: Any, messages: list[dict[str, Any]], settings: dict[str, Any],
-              n: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+              n: int, calls: _Calls | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    from tunesmith.model.tool_calls import parse_tool_calls
+
     choices, prompt, completion = [], 0, 0
     with _cache(state).use(target) as loaded:
         for index in range(n):
@@ -219,15 +327,31 @@ def _complete(state: ServerState, target: Any, messages: list[dict[str, Any]], s
             reply = Reply(loaded, messages, **{**settings, "seed": seed})
             text = "".join(reply)
             prompt, completion = reply.prompt_tokens, completion + reply.completion_tokens
-            message = {"role": "assistant", "content": text, "refusal": None}
-            choices.append({"index": index, "message": message, "finish_reason": reply.finish_reason,
-                            "logprobs": None})
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+            finish = reply.finish_reason
+            if calls is not None:
+                content, found = parse_tool_calls(text, calls.names)
+                if found:
+                    message.update(content=content, tool_calls=calls.kept(found))
+                    finish = "tool_calls" if finish == "stop" else finish
+            choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
     return choices, {"prompt_tokens": prompt, "completion_tokens": completion,
                      "total_tokens": prompt + completion}
 
 
+def _call_deltas(calls: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Each call as the hosted API streams it: id, type and name first, then the arguments."""
+    for position, call in enumerate(calls):
+        yield {"tool_calls": [{"index": position, "id": call["id"], "type": "function",
+                               "function": {"name": call["function"]["name"], "arguments": ""}}]}
+        yield {"tool_calls": [{"index": position, "function": {"arguments": call["function"]["arguments"]}}]}
+
+
 def _stream(state: ServerState, target: Any, messages: list[dict[str, Any]], settings: dict[str, Any], n: int,
-            completion_id: str, created: int, model: str, include_usage: bool) -> Iterator[str]:
+            completion_id: str, created: int, model: str, include_usage: bool,
+            calls: _Calls | None = None) -> Iterator[str]:
+    from tunesmith.model.tool_calls import ToolCallStream
+
     def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
         body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                 "choices": choices, "system_fingerprint": None}
@@ -235,23 +359,35 @@ def _stream(state: ServerState, target: Any, messages: list[dict[str, Any]], set
             body["usage"] = usage
         return f"data: {json.dumps(body)}\n\n"
 
+    def delta(index: int, value: dict[str, Any], finish: str | None = None) -> str:
+        return chunk([{"index": index, "delta": value, "finish_reason": finish, "logprobs": None}])
+
     prompt = completion = 0
     try:
         with _cache(state).use(target) as loaded:
             for index in range(n):
                 seed = None if settings["seed"] is None else settings["seed"] + index
                 reply = Reply(loaded, messages, **{**settings, "seed": seed})
-                yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
-                              "finish_reason": None, "logprobs": None}])
+                reading = ToolCallStream(calls.names) if calls is not None else None
+                yield delta(index, {"role": "assistant", "content": ""})
                 try:
                     for piece in reply:
-                        yield chunk([{"index": index, "delta": {"content": piece}, "finish_reason": None,
-                                      "logprobs": None}])
+                        text = reading.feed(piece) if reading is not None else piece
+                        if text:
+                            yield delta(index, {"content": text})
                 finally:
                     reply.cancel()
                 prompt, completion = reply.prompt_tokens, completion + reply.completion_tokens
-                yield chunk([{"index": index, "delta": {}, "finish_reason": reply.finish_reason,
-                              "logprobs": None}])
+                finish = reply.finish_reason
+                if reading is not None and calls is not None:
+                    rest, found = reading.finish()
+                    if rest:
+                        yield delta(index, {"content": rest})
+                    for value in _call_deltas(calls.kept(found)):
+                        yield delta(index, value)
+                    if found and finish == "stop":
+                        finish = "tool_calls"
+                yield delta(index, {}, finish)
     except Exception:  # headers are sent: report the failure inside the stream; the trace is logged
         log.exception("generation failed for %s", model)
         error = {"error": {"message": "The server had an error while generating the reply; its log has the "

@@ -114,13 +114,15 @@ class Reply:
         self.prompt_tokens = int(ids.shape[1])
         stream = _TextStream(self.loaded.tokenizer, ids.shape[1])
         kwargs = _generation_kwargs(self.loaded, self.max_new_tokens, self.temperature, self.top_p)
+        if self.temperature > 0:  # sampled with this request's own generator, never the global one
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+                          logits_processor=sampler(self.temperature, self.top_p, self.seed,
+                                                   self.loaded.model.device))
         scanner = StopScanner(self.stop)
         failure: list[BaseException] = []
 
         def generate() -> None:
             try:
-                if self.seed is not None:
-                    torch.manual_seed(self.seed)
                 criteria = StoppingCriteriaList([Cancelled()])
                 self.loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                            streamer=stream, stopping_criteria=criteria, **kwargs)
@@ -149,3 +151,35 @@ class Reply:
         ended = bool(stream.ids) and stream.ids[-1] == eos
         hit_length = self.completion_tokens >= self.max_new_tokens and not ended
         self.finish_reason = "length" if hit_length and not scanner.stopped else "stop"
+
+
+def sampler(temperature: float, top_p: float, seed: int | None, device: Any) -> Any:
+    """A logits processor that draws the next token with its own torch.Generator and leaves
+    only that token for greedy search to pick.
+
+    Written here because transformers' sampling draws from the process-wide random state:
+    a seed set with torch.manual_seed in one request's thread is consumed by every other
+    generation running at the same time, so seeded replies were not reproducible under load.
+    Temperature then nucleus (top-p) filtering, as the hosted API defines them (no top-k)."""
+    import secrets
+
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    generator = torch.Generator(device=device)
+    generator.manual_seed(secrets.randbits(63) if seed is None else seed % 2**64)
+
+    class Sample(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            logits = scores.float() / temperature
+            if top_p < 1:
+                ordered, order = torch.sort(logits, descending=False, dim=-1)
+                cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+                drop = cumulative <= (1 - top_p)
+                drop[..., -1:] = False  # the likeliest token always stays
+                logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+            chosen = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+            only = torch.full_like(scores, float("-inf"))
+            return only.scatter(-1, chosen, 0.0)
+
+    return LogitsProcessorList([Sample()])

@@ -31,11 +31,20 @@ def tuned(state: ServerState, name: str) -> Model | None:
     return model if name in (model.name, model.id) else None
 
 
+def aliased(state: ServerState, alias: str) -> Model | None:
+    """The model an alias (name@label, matched exactly) points at now, as `tunesmith chat` reads it."""
+    try:
+        model = state.registry.alias_target(alias)
+    except RegistryError:
+        return None
+    return None if model is None or model.deleted_at is not None else model
+
+
 def resolve_target(state: ServerState, name: str) -> Target:
     """What to load for a chat request's `model`."""
     if name in BUNDLED:
         return Target(name, name)
-    model = tuned(state, name)
+    model = aliased(state, name) if "@" in name else tuned(state, name)
     if model is None:
         raise APIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
     if model.kind == "full" or not (Path(model.path) / "adapter_config.json").exists():

@@ -68,13 +68,9 @@ def _from_folder(ref: str, folder: Path) -> ExportSource:
 
 
 def _from_registry(ref: str) -> ExportSource:
-    from tunesmith.store import open_registry
+    from tunesmith.model.targets import registered
 
-    registry = open_registry()
-    try:
-        model = registry.model(ref)
-    finally:
-        registry.close()
+    model = registered(ref)  # the one resolver shared with chat and eval
     weights = Path(model.path)
     if not weights.is_dir():
         raise ExportError(f"the weights of {model.name} are gone: {weights} does not exist",
