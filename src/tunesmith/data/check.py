@@ -45,6 +45,7 @@ from tunesmith.data.records import (
 )
 from tunesmith.data.render import RenderedExample, Renderer, fit_length
 from tunesmith.data.sensitive import CARD, SECRET, Hit, find_sensitive
+from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import DataError
 from tunesmith.model.loading import load_tokenizer, resolve_model
 from tunesmith.recipe import BUNDLED_MODEL
@@ -704,8 +705,9 @@ def _leakage(train: _Scan, other: _Scan) -> FindingLog:
     return log
 
 
-def _load_renderer(model: str, loss_on: str) -> Renderer:
+def _load_renderer(model: str, loss_on: str, chat_template: str | None = None) -> Renderer:
     tokenizer = load_tokenizer(resolve_model(model))
+    apply_chat_template_choice(tokenizer, chat_template)
     _disable_word_cache(tokenizer)
     return Renderer(tokenizer, loss_on)
 
@@ -735,16 +737,18 @@ def check_dataset(
     micro_batch_tokens: int | None = None,
     overlong: Literal["truncate", "drop"] = "truncate",
     loss_on: Literal["assistant", "all"] = "assistant",
+    chat_template: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CheckReport:
     """Check a dataset (and its validation file) in one streaming pass each.
 
-    `model=None` skips tokenization: no token counts, packing or preview. `progress` is
-    called with the number of rows read every few thousand rows.
+    `model=None` skips tokenization: no token counts, packing or preview. `chat_template`
+    is the recipe's `data.chat_template` (a file or a built-in name). `progress` is called
+    with the number of rows read every few thousand rows.
     """
     if max_length <= 0 or batch_size <= 0:
         raise DataError("max_length and batch_size must be positive")
-    renderer = _load_renderer(model, loss_on) if model else None
+    renderer = _load_renderer(model, loss_on, chat_template) if model else None
     settings = _Settings(max_length, overlong)
     train = _Scan(str(path), settings, renderer, progress).run(fmt)
     resolved = auto_epochs(train.counts.examples) if epochs == "auto" else int(epochs)
@@ -753,7 +757,7 @@ def check_dataset(
     report.settings = {
         "max_length": max_length, "epochs": resolved, "epochs_requested": epochs,
         "batch_size": batch_size, "micro_batch_tokens": budget, "overlong": overlong,
-        "loss_on": loss_on, "format": str(fmt),
+        "loss_on": loss_on, "format": str(fmt), "chat_template": chat_template,
     }
     if validation is not None:
         val = _Scan(str(validation), replace(settings, is_validation=True), renderer,

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from tunesmith.data.pack import plan_epoch
+from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
 from tunesmith.model.adapters import apply_adapter
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
@@ -193,6 +194,7 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     ref = resolve_model(recipe.base_model, recipe.revision)
     check_remote_code(ref, recipe.trust_remote_code)
     tokenizer = load_tokenizer(ref, recipe.trust_remote_code)
+    apply_chat_template_choice(tokenizer, recipe.data.chat_template)  # saved with final/
     objective = make_objective(recipe.method, recipe.training.loss_chunk_tokens, recipe)
     data = prepare_data(recipe, tokenizer, recipe.data.max_length, objective.render_example)
     resolved, chosen = resolve_auto(recipe, len(data.train), data.longest, device.type == "cuda")
