@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tunesmith.data.content import content_findings
 from tunesmith.data.dedup import (
     FingerprintBuilder,
     Fingerprints,
@@ -407,6 +408,12 @@ class _Scan:
         if record is None or any(f.severity == "error" for f in parsed.findings):
             self.counts.with_errors += 1
             return
+        content = content_findings(record)
+        for finding in content:
+            self.log.add(finding)
+        if any(f.severity == "error" for f in content):
+            self.counts.with_errors += 1
+            return
         self.counts.examples += 1
         self.formats[record.format] += 1
         self.sources.add(record.source)
@@ -584,6 +591,18 @@ class _Scan:
         if self.counts.examples == 0:
             self.log.add(error("no_examples", "the dataset holds no usable examples", self.path,
                                "fix the errors above" if self.counts.rows else "add examples"))
+        elif self.renderer is not None and not len(self.lengths.array()):
+            why = (f"{self.dropped:,} dropped as longer than max_length {self.settings.max_length:,}"
+                   if self.dropped else "none of them renders")
+            if self.settings.is_validation:
+                self.log.add(warning(
+                    "nothing_to_evaluate", f"no validation example is usable: {why}", self.path,
+                    "shorten the examples or raise data.max_length"))
+            else:
+                self.log.add(error(
+                    "nothing_to_train", f"none of the {self.counts.examples:,} examples can be trained: "
+                    f"{why}", self.path, "shorten the examples, raise data.max_length, or use "
+                    "data.overlong: truncate"))
         elif self.counts.examples < FEW_EXAMPLES and not self.settings.is_validation:
             self.log.add(warning(
                 "too_few_examples",
