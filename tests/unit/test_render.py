@@ -135,7 +135,7 @@ def test_template_whose_prompt_is_not_the_start_of_the_reply_is_refused(tokenize
             "{% for m in messages %}{{ messages|length - loop.index }}:{{ m.content }}"
             "{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
         )
-        with pytest.raises(DataError, match="differently from the prompt inference sends"):
+        with pytest.raises(DataError, match="generation prompt does not start its replies"):
             renderer.render(
                 ChatRecord(
                     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], SRC

@@ -62,6 +62,8 @@ class RenderedExample:
     """Offsets where another rendering of the same record starts (a conversation whose
     template is not prefix-stable is one rendering per trained turn); positions restart
     there when packed, as at the start of an example."""
+    per_turn: bool = False
+    """Rendered turn by turn, as inference renders each turn (see `Renderer.render_chat`)."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -186,7 +188,20 @@ class Renderer:
     # --- token ids and masks ----------------------------------------------------------
 
     def render(self, record: Record) -> RenderedExample:
-        """Ids and mask for supervised training; raises DataError when nothing is trained."""
+        """Ids and mask for supervised training; raises DataError when nothing is trained or
+        the chat template cannot render the record (its own error, with the record's line)."""
+        try:
+            return self._render(record)
+        except DataError:
+            raise
+        # A chat template may raise anything (its raise_exception, a TypeError on a shape it
+        # does not expect): the user needs the line and the template's words.
+        except Exception as exc:
+            raise DataError(f"the chat template cannot render this example: {exc}", where=str(record.source),
+                            fix="check the example's messages against the chat template, or set "
+                                f"{TEMPLATE_KEY}") from exc
+
+    def _render(self, record: Record) -> RenderedExample:
         if isinstance(record, ChatRecord):
             example = self.render_chat(record.messages, record.source, record.tools)
         elif isinstance(record, CompletionRecord):
@@ -227,7 +242,9 @@ class Renderer:
         the history, the generation prompt and that reply."""
         full = self.chat_text(messages, tools)
         if tools:
-            _check_tools_rendered(full, tools, source)
+            first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
+            before = self.chat_text(messages[:first], tools, True) if first else full
+            _check_tools_rendered(before, tools, source)
         if self.loss_on == "all":
             ids = self._encode(full)[0]
             return self._finish(ids, [1] * len(ids), source, ends=[len(ids)])
@@ -236,14 +253,17 @@ class Renderer:
         if all(full.startswith(turn.text[: turn.end]) for turn in turns):
             ids, mask, ends = self._masked(full, [(turn.start, turn.end) for turn in turns])
             return self._finish(ids, mask, source, ends)
-        parts = [self._finish(*self._masked(turn.text, [(turn.start, turn.end)]), source)
-                 for turn in turns]
+        parts = []
+        for turn in turns:
+            ids, mask, ends = self._masked(turn.text, [(turn.start, turn.end)])
+            parts.append(self._finish(ids, mask, source, ends))
         segments, offset = [], 0
         for part in parts[:-1]:
             offset += len(part)
             segments.append(offset)
         return RenderedExample([t for p in parts for t in p.input_ids],
-                               [m for p in parts for m in p.loss_mask], source, tuple(segments))
+                               [m for p in parts for m in p.loss_mask], source, tuple(segments),
+                               per_turn=True)
 
     def _trained_indices(self, messages: list[Message], trained_from: int) -> list[int]:
         return [index for index, message in enumerate(messages)
@@ -254,12 +274,10 @@ class Renderer:
         text = self.chat_text(messages[: index + 1], tools)
         where = f"{source} (messages[{index}])"
         if not text.startswith(prompt):
-            raise DataError(
-                "the chat template renders this reply's conversation differently from the prompt "
-                "inference sends (the history and the generation prompt), so the reply cannot be "
-                "located", where=where,
-                fix=f"set {TEMPLATE_KEY} to a template whose generation prompt starts each reply "
-                    "(built-in: chatml-tools), or data.loss_on: all")
+            # The template renders the history differently when a reply follows (Mistral puts
+            # the system message in the last user turn only): the reply as the template writes
+            # it, after the prompt inference sends.
+            text = prompt + self._reply_text(messages, index, tools, prompt, text, where)
         end = self._turn_end(text, len(prompt))
         missing = missing_fields(messages[index], text[len(prompt):end])
         if missing:
@@ -269,6 +287,27 @@ class Renderer:
                 fix=f"set {TEMPLATE_KEY}: chatml-tools (or a template file that renders tools and "
                     "tool_calls); see docs/data-formats.md")
         return _Turn(text, len(prompt), end)
+
+    def _reply_text(self, messages: list[Message], index: int, tools: Any, prompt: str, text: str,
+                    where: str) -> str:
+        """What the template writes for reply `index` after its history: the rendering's
+        tail past where it stops matching renderings with a probe reply instead (two probes,
+        so a reply that starts like one probe is not cut)."""
+        start = len(text)
+        for probe in ("a", "b"):
+            other = self.chat_text([*messages[:index], {"role": "assistant", "content": probe}], tools)
+            start = min(start, len(_common_prefix(text, other)))
+        history = self.chat_text(messages[:index], tools, False)
+        opener = prompt[len(history):] if prompt.startswith(history) else ""
+        if start == len(text) or not text[:start].endswith(opener):
+            raise DataError(
+                "the chat template's generation prompt does not start its replies the way the "
+                f"template writes them (the prompt ends {prompt[-24:]!r}, replies follow "
+                f"{text[max(0, start - 24):start]!r}), so this turn cannot be trained as inference "
+                "renders it", where=where,
+                fix=f"set {TEMPLATE_KEY} to a template whose generation prompt starts each reply "
+                    "(built-in: chatml-tools), or data.loss_on: all")
+        return text[start:]
 
     def _turn_end(self, text: str, start: int) -> int:
         """Where a reply's trained text ends: whitespace after the end-of-turn token is not
@@ -323,6 +362,14 @@ class Renderer:
         if mask:
             mask[0] = 0
         return RenderedExample(ids, mask, source)
+
+
+def _common_prefix(a: str, b: str) -> str:
+    limit = min(len(a), len(b))
+    index = 0
+    while index < limit and a[index] == b[index]:
+        index += 1
+    return a[:index]
 
 
 # --- what must survive the template ---------------------------------------------------
@@ -435,5 +482,5 @@ def fit_length(example: RenderedExample, max_length: int, overlong: str) -> Rend
         return None
     segments = tuple(start for start in example.segments if start < max_length)
     cut = RenderedExample(example.input_ids[:max_length], example.loss_mask[:max_length], example.source,
-                          segments)
+                          segments, example.per_turn)
     return cut if cut.trained_tokens else None
