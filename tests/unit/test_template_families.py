@@ -200,3 +200,21 @@ def test_qwen3_multi_turn_trains_each_turn_as_inference_renders_it() -> None:
     assert runs == ["<think>\n\n</think>\n\nIt ships today.<|im_end|>",
                     "<think>\n\n</think>\n\nHappy to help.<|im_end|>"]
     assert example.positions()[len(first[0])] == 0  # positions restart at the second rendering
+
+
+def test_data_check_preview_shows_each_rendering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import write_jsonl
+    from tunesmith.data import check
+
+    tokenizer = family_tokenizer("qwen3")
+    monkeypatch.setattr(check, "load_tokenizer", lambda ref: tokenizer)
+    messages, _ = CASES["multi-turn"]
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": messages}])
+    report = check.check_dataset(path, model="tunesmith/tiny-chat")
+    assert report.ok and report.preview is not None
+    text = "".join(piece for piece, _ in report.preview)
+    assert "rendering 1 of 2" in text and "rendering 2 of 2" in text
+    trained = "".join(piece for piece, trained in report.preview if trained)
+    assert trained.count("<think>") == 2 and "Happy to help." in trained
+    assert report.tokens is not None and report.tokens.total == len(
+        Renderer(tokenizer).render(ChatRecord(messages, SRC)))

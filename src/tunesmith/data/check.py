@@ -499,7 +499,10 @@ class _Scan:
         if example is None:
             return
         if self.preview is None:
-            self._set_preview(example.input_ids, example.loss_mask, record.source)
+            if example.per_turn:
+                self._set_turn_preview(example, record.source)
+            else:
+                self._set_preview(example.input_ids, example.loss_mask, record.source)
         fitted = self._fit(example, record.source)
         if fitted is not None:
             self.lengths.append(len(fitted))
@@ -567,6 +570,23 @@ class _Scan:
             self.log.add(error(
                 "render_failed", f"the chat template cannot render this example: {exc}",
                 record.source, "check the example's messages against the model's chat template"))
+
+    def _set_turn_preview(self, example: RenderedExample, source: Source) -> None:
+        """A conversation trained turn by turn: each rendering under its own heading."""
+        assert self.renderer is not None
+        parts = example.parts()
+        budget = min(PREVIEW_TOKENS, self.settings.max_length)
+        pieces: list[PreviewToken] = []
+        for number, (ids, mask) in enumerate(parts, 1):
+            if budget <= 0:
+                break
+            heading = (f"── rendering {number} of {len(parts)}: trained turn {number} as inference "
+                       "renders it (the template is not prefix-stable) ──\n")
+            pieces.append(("\n" + heading if number > 1 else heading, False))
+            pieces += preview_tokens(self.renderer.tokenizer, ids[:budget], mask[:budget])
+            budget -= len(ids)
+        self.preview = pieces
+        self.preview_where = str(source)
 
     def _set_preview(self, ids: list[int], mask: list[int], source: Source) -> None:
         assert self.renderer is not None
