@@ -21,7 +21,7 @@ import torch
 from tunesmith.data.pack import plan_epoch
 from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
-from tunesmith.model.adapters import apply_adapter
+from tunesmith.model.adapters import apply_adapter, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
 from tunesmith.train import checkpoint as ckpt
@@ -210,6 +210,7 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     model = load_model(ref, resolved.trust_remote_code, pick_dtype(training.dtype, device), objective.head)
     model.config.use_cache = False
     model = apply_adapter(model, resolved.adapter).to(device)
+    expert_note = untrained_experts_note(model)  # reported once the reporter exists
     if training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
@@ -249,6 +250,8 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     reporter = _reporters(resolved, run, reporters) if ctx.is_main else Fanout([])
     reporter.report({"type": "start", "step": progress.step, "total_steps": total_steps, "auto": chosen,
                      "trainable_parameters": trainable, "data": data.summary(), "run_dir": str(run.path)})
+    if expert_note:
+        reporter.report({"type": "event", "step": progress.step, "level": "warning", "message": expert_note})
 
     def save() -> None:
         state = {"progress": asdict(progress), "scheduler": scheduler.state_dict()}
