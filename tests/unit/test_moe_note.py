@@ -57,3 +57,17 @@ def test_training_reports_the_note(tmp_path: Path, tiny_model_path: Path, one_to
     warnings = [r["message"] for r in RunDir(result.run_dir).metrics()
                 if r.get("type") == "event" and r.get("level") == "warning"]
     assert any("routed-expert weights" in message for message in warnings)
+
+
+def test_data_check_notes_a_moe_model(tmp_path: Path, tiny_model_path: Path) -> None:
+    from tunesmith.data.check import check_dataset
+
+    folder = tmp_path / "moe"
+    tiny_moe(folder, tiny_model_path)
+    data = write_jsonl(tmp_path / "train.jsonl", colour_chats(4, seed=1))
+    report = check_dataset(data, model=str(folder))
+    notes = [f for f in report.findings if f.code == "moe_experts"]
+    assert len(notes) == 1 and notes[0].severity == "warning" and "4 experts" in notes[0].message
+    assert "adapter.kind: full" in (notes[0].fix or "")
+    plain = check_dataset(data, model=str(tiny_model_path))
+    assert not [f for f in plain.findings if f.code == "moe_experts"]

@@ -47,7 +47,7 @@ from tunesmith.data.records import (
 from tunesmith.data.render import RenderedExample, Renderer, fit_length
 from tunesmith.data.sensitive import CARD, SECRET, Hit, find_sensitive
 from tunesmith.data.templates import apply_chat_template_choice
-from tunesmith.errors import DataError
+from tunesmith.errors import DataError, TunesmithError
 from tunesmith.model.loading import load_tokenizer, resolve_model
 from tunesmith.recipe import BUNDLED_MODEL
 from tunesmith.train.auto import auto_epochs
@@ -744,6 +744,25 @@ def _leakage(train: _Scan, other: _Scan) -> FindingLog:
     return log
 
 
+EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+def _experts_note(model: str) -> Finding | None:
+    """Mixture-of-experts models: LoRA does not reach fused expert weights (read from the
+    model's config.json, without loading it; training names the weights left frozen)."""
+    try:
+        config = json.loads((Path(resolve_model(model).location) / "config.json").read_text())
+    except (OSError, ValueError, TunesmithError):
+        return None
+    experts = next((config[k] for k in EXPERT_KEYS if isinstance(config.get(k), int) and config[k] > 1), None)
+    if experts is None:
+        return None
+    return warning("moe_experts", f"{model} is a mixture-of-experts model ({experts} experts): LoRA "
+                   "and DoRA adapters train its attention, shared experts and routers but not the "
+                   "routed experts' fused weights", model,
+                   "fine for style and format; to adapt the experts use adapter.kind: full")
+
+
 def _load_renderer(model: str, loss_on: str, chat_template: str | None = None) -> Renderer:
     tokenizer = load_tokenizer(resolve_model(model))
     apply_chat_template_choice(tokenizer, chat_template)
@@ -793,6 +812,11 @@ def check_dataset(
     resolved = auto_epochs(train.counts.examples) if epochs == "auto" else int(epochs)
     budget = micro_batch_tokens or max(max_length, 4096)
     report = train.report(resolved, batch_size, budget, model)
+    if model:
+        note = _experts_note(model)
+        if note is not None:
+            report.findings.append(note)
+            report.finding_counts[note.code] = 1
     report.settings = {
         "max_length": max_length, "epochs": resolved, "epochs_requested": epochs,
         "batch_size": batch_size, "micro_batch_tokens": budget, "overlong": overlong,
