@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from tunesmith.data.templates import is_builtin
 from tunesmith.errors import RecipeError
 from tunesmith.recipe import BUNDLED_MODEL, apply_override, build_recipe
 from tunesmith.serve import queue
@@ -126,6 +127,10 @@ def _recipe(request: JobCreate, job_id: str, method: str, hyper: Hyperparameters
         if any(key == locked or key.startswith(locked + ".") for locked in LOCKED_KEYS):
             raise APIError(400, f"recipe key '{key}' cannot be set through the API",
                            param=f"tunesmith.set.{key}", code="invalid_value")
+        if key == "data.chat_template" and not (isinstance(value, str) and is_builtin(value)):
+            # A file path would read a server file into the prompt: only built-in names.
+            raise APIError(400, "data.chat_template takes a built-in template name through the API "
+                           "(chatml-tools)", param=f"tunesmith.set.{key}", code="invalid_value")
         try:
             apply_override(raw, f"{key}={_yaml(value)}")
         except RecipeError as exc:
