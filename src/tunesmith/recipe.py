@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from tunesmith.data.templates import is_builtin
 from tunesmith.errors import RecipeError
 
 Auto = Literal["auto"]
@@ -53,6 +54,9 @@ class DataConfig(_Section):
     max_length: PositiveInt = 2048
     overlong: Literal["truncate", "drop"] = "truncate"
     loss_on: Literal["assistant", "all"] = "assistant"
+    chat_template: str | None = Field(
+        None, description="a chat template file (.jinja, or a tokenizer_config.json) or a built-in "
+                          "name (chatml-tools) used instead of the model's own; saved with the adapter")
 
 
 class TrainingConfig(_Section):
@@ -160,7 +164,7 @@ class Recipe(_Section):
 
 
 PATH_KEYS = (("adapter", "init_from"), ("data", "train"), ("data", "validation"), ("evaluation", "data"),
-             ("evaluation", "forgetting"))
+             ("evaluation", "forgetting"), ("data", "chat_template"))
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -229,7 +233,7 @@ def _anchor_paths(raw: dict[str, Any], folder: Path) -> None:
     for section, key in PATH_KEYS:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str) \
-                and not node[key].startswith(BUNDLED_PREFIX):
+                and not node[key].startswith(BUNDLED_PREFIX) and not is_builtin(node[key]):
             value = Path(node[key]).expanduser()
             if not value.is_absolute():
                 node[key] = str(folder / value)

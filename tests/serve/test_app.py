@@ -119,6 +119,11 @@ def test_job_requests_become_checked_recipes(registry: Registry, tmp_path: Path)
 
     locked = create(tunesmith={"set": {"data.train": "/etc/passwd"}})
     assert locked.status_code == 400 and locked.json()["error"]["param"] == "tunesmith.set.data.train"
+    template = create(tunesmith={"set": {"data.chat_template": "/etc/passwd"}})
+    assert template.status_code == 400
+    assert template.json()["error"]["param"] == "tunesmith.set.data.chat_template"
+    builtin = create(tunesmith={"set": {"data.chat_template": "chatml-tools"}}).json()
+    assert registry.job(builtin["id"]).recipe["data"]["chat_template"] == "chatml-tools"
     unknown = create(tunesmith={"set": {"training.epoch": 2}})
     assert unknown.status_code == 400 and "did you mean 'epochs'" in unknown.json()["error"]["message"]
     assert create(model="/home/me/model").json()["error"]["param"] == "model"

@@ -80,8 +80,9 @@ def paper_values(config: PreferenceConfig, beta: float, policy: torch.nn.Module,
             loss = -(1 - config.label_smoothing) * F.logsigmoid(z) - config.label_smoothing * F.logsigmoid(-z)
         else:
             rew_c, rew_r = beta * (pc - rc), beta * (pr - rr)
-            if config.loss == "ipo":  # Azar et al. 2023, eq. 17
-                loss = (((pc - rc) - (pr - rr)) - 1 / (2 * beta)) ** 2
+            if config.loss == "ipo":  # Azar et al. 2023, eq. 17, log-ratios averaged per token (as TRL)
+                rew_c, rew_r = rew_c / nc, rew_r / nr
+                loss = (((pc - rc) / nc - (pr - rr) / nr) - 1 / (2 * beta)) ** 2
             else:  # Rafailov et al. 2023, eq. 7, with conservative label smoothing
                 z = rew_c - rew_r
                 eps = config.label_smoothing
@@ -250,3 +251,21 @@ def test_methods_refuse_data_of_another_shape_naming_the_line(random_model_path)
     assert example is not None and example.item == {"x": 1, "messages": prompt.messages}
     assert len(example) == 8 * (len(example.prompt_ids) + 64)
     assert grpo.render_example(renderer, prompt, 10, "truncate") == (None, False)  # overlong prompts drop
+
+
+def test_ipo_averages_log_ratios_per_token_by_default() -> None:
+    """The averaged form, against the formula written out by hand; summing would differ."""
+    from tunesmith.train.objectives.preference import preference_loss
+
+    config = PreferenceConfig(loss="ipo")  # beta auto: 0.1
+    policy = torch.tensor([-12.0, -30.0, -8.0, -9.0])     # chosen, rejected, chosen, rejected (summed)
+    reference = torch.tensor([-14.0, -27.0, -8.5, -8.0])
+    counts = torch.tensor([4.0, 10.0, 2.0, 3.0])
+    losses, chosen, rejected = preference_loss(config, policy, reference, policy / counts, counts)
+    h = [(-12 + 14) / 4 - (-30 + 27) / 10, (-8 + 8.5) / 2 - (-9 + 8) / 3]
+    expected = [(value - 1 / (2 * 0.1)) ** 2 for value in h]
+    assert losses.tolist() == pytest.approx(expected)
+    assert chosen.tolist() == pytest.approx([0.1 * 2 / 4, 0.1 * 0.5 / 2])
+    assert rejected.tolist() == pytest.approx([0.1 * -3 / 10, 0.1 * -1 / 3])
+    summed = [((-12 + 14) - (-30 + 27) - 5) ** 2, ((-8 + 8.5) - (-9 + 8) - 5) ** 2]
+    assert losses.tolist() != pytest.approx(summed)

@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="epochs for the billed-token estimate, or 'auto' (default: 3)")
     check.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                        help="examples per optimizer step, for the packing estimate (default: 8)")
+    check.add_argument("--chat-template", metavar="T", help="chat template instead of the model's "
+                       "own: a .jinja file or a built-in name (chatml-tools), as data.chat_template")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(handler=run_check)
 
@@ -73,7 +75,7 @@ def run_check(args: argparse.Namespace) -> int:
     model = args.model or BUNDLED_MODEL
     kwargs = dict(validation=args.validation, fmt=args.format,
                   model=None if model.lower() == NO_MODEL else model, max_length=args.max_length,
-                  epochs=args.epochs, batch_size=args.batch_size)
+                  epochs=args.epochs, batch_size=args.batch_size, chat_template=args.chat_template)
     if args.json or not console.is_terminal:
         report = check_dataset(args.file, **kwargs)
     else:

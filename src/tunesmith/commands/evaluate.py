@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with few-shot examples and with retrieved examples; a forgetting probe; the "
                     "worst examples. Settings come from the run's recipe (evaluation.*), then flags.")
     parser.add_argument("model", help="run directory, adapter folder, or registered model name/id/alias")
-    parser.add_argument("--data", help="held-out file (default: evaluation.data or the run's validation)")
+    parser.add_argument("--data", help="held-out file (default: evaluation.data, the run's validation "
+                        "file, or else its automatic validation split)")
     parser.add_argument("--baseline", help="comma-separated: base,fewshot,retrieval (default: recipe's)")
     parser.add_argument("--forgetting", metavar="REFERENCE",
                         help="general reference set ('tunesmith/general' is bundled)")
@@ -85,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
 
     target_dir, registered = resolve_target(args.model)
     target, settings = settings_for(target_dir, args)
+    # With none of these, a run is evaluated on its own automatic validation split.
     heldout = args.data or settings.data or (target.recipe.get("data") or {}).get("validation")
-    if not heldout:
+    if not heldout and target.run_dir is None:
         raise DataError("no held-out data to evaluate on", fix="pass --data HELDOUT.jsonl")
     device = str(pick_device(args.device))
     report, path = evaluate_model(
-        target_dir, heldout, settings, train_data=args.train, base_model=args.base,
+        target_dir, heldout or None, settings, train_data=args.train, base_model=args.base,
         out_dir=Path(args.out) if args.out else None, device=device,
         progress=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False))
     if registered is not None:
@@ -115,6 +117,7 @@ def report_summary(report: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def show(report: dict[str, Any], path: Path, console: Any) -> None:
     """The verdict table: each system's loss and scores with intervals, then the comparisons."""
+    from rich.markup import escape
     from rich.table import Table
 
     def cell(value: float | None, low: float | None, high: float | None) -> str:
@@ -152,7 +155,10 @@ def show(report: dict[str, Any], path: Path, console: Any) -> None:
         console.print(f"forgetting: loss on {forgetting['data']} {forgetting['change']['value']:+.1%} "
                       f"(threshold +{forgetting['threshold']:.0%}) [{colour}]"
                       f"{'REGRESSED' if forgetting['regressed'] else 'ok'}[/]", highlight=False)
+    for line in report["summary"].get("lines", []):
+        if line.startswith("not proven") or "could not be graded" in line:
+            console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
     status = report["summary"]["status"]
-    colour = {"green": "green", "amber": "yellow", "red": "red"}[status]
-    console.print(f"verdict: [bold {colour}]{status}[/]   report: {path.parent / 'report.html'}",
-                  highlight=False, soft_wrap=True)
+    colour = {"green": "green", "amber": "yellow", "red": "red"}.get(status, "white")
+    console.print(f"verdict: [bold {colour}]{status.replace('_', ' ')}[/]   report: "
+                  f"{path.parent / 'report.html'}", highlight=False, soft_wrap=True)

@@ -70,7 +70,35 @@ def run(args: argparse.Namespace) -> int:
     if result.best_step is not None:
         console.print(f"  best validation loss {result.best_validation_loss:.4f} at step {result.best_step}",
                       highlight=False)
+    _print_verdict(result.run_dir, console)
     return 0
+
+
+def _print_verdict(run_dir: Path, console: object) -> None:
+    """The verdict lines of the evaluation a recipe with evaluation.enabled ran at the end."""
+    from rich.markup import escape
+
+    from tunesmith.errors import TunesmithError
+    from tunesmith.evaluate.report import read_report
+    from tunesmith.train.run import RunDir
+
+    run = RunDir(run_dir)
+    try:
+        if not run.read_recipe().evaluation.enabled:
+            return
+        summary = read_report(run_dir).get("summary") or {}
+    except TunesmithError:
+        failed = [r.get("message", "") for r in run.metrics()
+                  if r.get("type") == "event" and "evaluation failed" in str(r.get("message", ""))]
+        console.print(f"  [yellow]{escape(failed[-1] if failed else 'no evaluation report was written')}[/]",
+                      highlight=False)
+        return
+    status = str(summary.get("status", "?"))
+    colour = {"green": "green", "amber": "yellow", "red": "red"}.get(status, "white")
+    console.print(f"verdict: [bold {colour}]{status.replace('_', ' ')}[/]", highlight=False)
+    for line in summary.get("lines", []):
+        console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+    console.print(f"  report: {run_dir / 'report.html'}", highlight=False)
 
 
 def _launch(args: argparse.Namespace) -> int:

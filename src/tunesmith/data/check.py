@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tunesmith.data.content import content_findings
 from tunesmith.data.dedup import (
     FingerprintBuilder,
     Fingerprints,
@@ -45,7 +46,8 @@ from tunesmith.data.records import (
 )
 from tunesmith.data.render import RenderedExample, Renderer, fit_length
 from tunesmith.data.sensitive import CARD, SECRET, Hit, find_sensitive
-from tunesmith.errors import DataError
+from tunesmith.data.templates import apply_chat_template_choice
+from tunesmith.errors import DataError, TunesmithError
 from tunesmith.model.loading import load_tokenizer, resolve_model
 from tunesmith.recipe import BUNDLED_MODEL
 from tunesmith.train.auto import auto_epochs
@@ -406,6 +408,12 @@ class _Scan:
         if record is None or any(f.severity == "error" for f in parsed.findings):
             self.counts.with_errors += 1
             return
+        content = content_findings(record)
+        for finding in content:
+            self.log.add(finding)
+        if any(f.severity == "error" for f in content):
+            self.counts.with_errors += 1
+            return
         self.counts.examples += 1
         self.formats[record.format] += 1
         self.sources.add(record.source)
@@ -491,7 +499,10 @@ class _Scan:
         if example is None:
             return
         if self.preview is None:
-            self._set_preview(example.input_ids, example.loss_mask, record.source)
+            if example.per_turn:
+                self._set_turn_preview(example, record.source)
+            else:
+                self._set_preview(example.input_ids, example.loss_mask, record.source)
         fitted = self._fit(example, record.source)
         if fitted is not None:
             self.lengths.append(len(fitted))
@@ -560,6 +571,23 @@ class _Scan:
                 "render_failed", f"the chat template cannot render this example: {exc}",
                 record.source, "check the example's messages against the model's chat template"))
 
+    def _set_turn_preview(self, example: RenderedExample, source: Source) -> None:
+        """A conversation trained turn by turn: each rendering under its own heading."""
+        assert self.renderer is not None
+        parts = example.parts()
+        budget = min(PREVIEW_TOKENS, self.settings.max_length)
+        pieces: list[PreviewToken] = []
+        for number, (ids, mask) in enumerate(parts, 1):
+            if budget <= 0:
+                break
+            heading = (f"── rendering {number} of {len(parts)}: trained turn {number} as inference "
+                       "renders it (the template is not prefix-stable) ──\n")
+            pieces.append(("\n" + heading if number > 1 else heading, False))
+            pieces += preview_tokens(self.renderer.tokenizer, ids[:budget], mask[:budget])
+            budget -= len(ids)
+        self.preview = pieces
+        self.preview_where = str(source)
+
     def _set_preview(self, ids: list[int], mask: list[int], source: Source) -> None:
         assert self.renderer is not None
         limit = min(PREVIEW_TOKENS, self.settings.max_length)
@@ -583,6 +611,18 @@ class _Scan:
         if self.counts.examples == 0:
             self.log.add(error("no_examples", "the dataset holds no usable examples", self.path,
                                "fix the errors above" if self.counts.rows else "add examples"))
+        elif self.renderer is not None and not len(self.lengths.array()):
+            why = (f"{self.dropped:,} dropped as longer than max_length {self.settings.max_length:,}"
+                   if self.dropped else "none of them renders")
+            if self.settings.is_validation:
+                self.log.add(warning(
+                    "nothing_to_evaluate", f"no validation example is usable: {why}", self.path,
+                    "shorten the examples or raise data.max_length"))
+            else:
+                self.log.add(error(
+                    "nothing_to_train", f"none of the {self.counts.examples:,} examples can be trained: "
+                    f"{why}", self.path, "shorten the examples, raise data.max_length, or use "
+                    "data.overlong: truncate"))
         elif self.counts.examples < FEW_EXAMPLES and not self.settings.is_validation:
             self.log.add(warning(
                 "too_few_examples",
@@ -704,8 +744,28 @@ def _leakage(train: _Scan, other: _Scan) -> FindingLog:
     return log
 
 
-def _load_renderer(model: str, loss_on: str) -> Renderer:
+EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+def _experts_note(model: str) -> Finding | None:
+    """Mixture-of-experts models: LoRA does not reach fused expert weights (read from the
+    model's config.json, without loading it; training names the weights left frozen)."""
+    try:
+        config = json.loads((Path(resolve_model(model).location) / "config.json").read_text())
+    except (OSError, ValueError, TunesmithError):
+        return None
+    experts = next((config[k] for k in EXPERT_KEYS if isinstance(config.get(k), int) and config[k] > 1), None)
+    if experts is None:
+        return None
+    return warning("moe_experts", f"{model} is a mixture-of-experts model ({experts} experts): LoRA "
+                   "and DoRA adapters train its attention, shared experts and routers but not the "
+                   "routed experts' fused weights", model,
+                   "fine for style and format; to adapt the experts use adapter.kind: full")
+
+
+def _load_renderer(model: str, loss_on: str, chat_template: str | None = None) -> Renderer:
     tokenizer = load_tokenizer(resolve_model(model))
+    apply_chat_template_choice(tokenizer, chat_template)
     _disable_word_cache(tokenizer)
     return Renderer(tokenizer, loss_on)
 
@@ -735,25 +795,32 @@ def check_dataset(
     micro_batch_tokens: int | None = None,
     overlong: Literal["truncate", "drop"] = "truncate",
     loss_on: Literal["assistant", "all"] = "assistant",
+    chat_template: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CheckReport:
     """Check a dataset (and its validation file) in one streaming pass each.
 
-    `model=None` skips tokenization: no token counts, packing or preview. `progress` is
-    called with the number of rows read every few thousand rows.
+    `model=None` skips tokenization: no token counts, packing or preview. `chat_template`
+    is the recipe's `data.chat_template` (a file or a built-in name). `progress` is called
+    with the number of rows read every few thousand rows.
     """
     if max_length <= 0 or batch_size <= 0:
         raise DataError("max_length and batch_size must be positive")
-    renderer = _load_renderer(model, loss_on) if model else None
+    renderer = _load_renderer(model, loss_on, chat_template) if model else None
     settings = _Settings(max_length, overlong)
     train = _Scan(str(path), settings, renderer, progress).run(fmt)
     resolved = auto_epochs(train.counts.examples) if epochs == "auto" else int(epochs)
     budget = micro_batch_tokens or max(max_length, 4096)
     report = train.report(resolved, batch_size, budget, model)
+    if model:
+        note = _experts_note(model)
+        if note is not None:
+            report.findings.append(note)
+            report.finding_counts[note.code] = 1
     report.settings = {
         "max_length": max_length, "epochs": resolved, "epochs_requested": epochs,
         "batch_size": batch_size, "micro_batch_tokens": budget, "overlong": overlong,
-        "loss_on": loss_on, "format": str(fmt),
+        "loss_on": loss_on, "format": str(fmt), "chat_template": chat_template,
     }
     if validation is not None:
         val = _Scan(str(validation), replace(settings, is_validation=True), renderer,

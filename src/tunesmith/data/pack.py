@@ -92,7 +92,7 @@ def collate_packed(examples: Sequence[RenderedExample]) -> PackedBatch:
     labels: list[int] = []
     for example in examples:
         ids += example.input_ids
-        positions += range(len(example))
+        positions += example.positions()
         labels += [t if m else IGNORE_INDEX
                    for t, m in zip(example.input_ids, example.loss_mask, strict=True)]
     return PackedBatch(

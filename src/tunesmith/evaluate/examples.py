@@ -46,11 +46,23 @@ class Item:
     prompt: list[Message] | None  # None: nothing to generate (raw text or completion data)
     reference: str | None
     fields: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] | None = None
+    """The reference reply's tool calls (OpenAI's shape), for the tool-call graders."""
 
     @property
     def grader_item(self) -> dict[str, Any]:
-        """What graders see as `item`: the extra fields, the prompt and the reference."""
-        return {**self.fields, "messages": self.prompt or [], "reference": self.reference}
+        """What graders see as `item`: the extra fields, the prompt, the reference reply's text
+        and its tool calls."""
+        return {**self.fields, "messages": self.prompt or [], "reference": self.reference,
+                "tool_calls": self.tool_calls or []}
+
+    @property
+    def has_reference_text(self) -> bool:
+        return self.prompt is not None and bool((self.reference or "").strip())
+
+    @property
+    def has_reference_calls(self) -> bool:
+        return self.prompt is not None and bool(self.tool_calls)
 
     @property
     def has_loss(self) -> bool:
@@ -80,7 +92,8 @@ def to_item(index: int, record: Record) -> Item:
     if isinstance(record, ChatRecord):
         messages = [{k: v for k, v in m.items() if k != "weight"} for m in record.messages]
         if messages[-1]["role"] == "assistant" and record.messages[-1].get("weight", 1):
-            return Item(index, str(record.source), record, messages[:-1], _content(messages[-1]))
+            return Item(index, str(record.source), record, messages[:-1], _content(messages[-1]),
+                        tool_calls=messages[-1].get("tool_calls") or None)
         return Item(index, str(record.source), record, messages, None)
     if isinstance(record, ReinforcementRecord):
         reference = record.fields.get("reference")
@@ -94,9 +107,11 @@ def to_item(index: int, record: Record) -> Item:
                     fix="evaluate chat, completion, text or reinforcement data")
 
 
-def load_items(path: str | Path, fmt: str = "auto", limit: int | None = None, seed: int = 0) -> list[Item]:
-    """Items of a dataset; at most `limit`, a seeded sample kept in file order."""
-    records = load_dataset(str(path), fmt).records
+def load_items(path: str | Path | list[Record], fmt: str = "auto", limit: int | None = None,
+               seed: int = 0) -> list[Item]:
+    """Items of a dataset (a path, or records already loaded); at most `limit`, a seeded
+    sample kept in file order."""
+    records = path if isinstance(path, list) else load_dataset(str(path), fmt).records
     indices = list(range(len(records)))
     if limit is not None and len(indices) > limit:
         indices = sorted(random.Random(seed).sample(indices, limit))

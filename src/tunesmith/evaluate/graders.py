@@ -11,7 +11,9 @@ section serves evaluation now and reinforcement training later:
     {"type": "multi", "graders": {"a": {...}, "b": {...}}, "calculate_output": "0.7 * a + 0.3 * b"}
 
 plus tunesmith's own: contains, regex, json_valid, json_schema, label (classification
-accuracy against a taxonomy) and weighted (a weighted mean of named graders).
+accuracy against a taxonomy), weighted (a weighted mean of named graders), and
+tool_call_name / tool_call_arguments (the reply's tool calls against item.tool_calls:
+the right functions; the right functions with arguments equal as JSON).
 
 Templates: "{{sample.output_text}}" is the reply, "{{sample.output_json.key}}" a field of
 the reply read as JSON, "{{item.key}}" a field of the held-out item (item.reference is the
@@ -416,10 +418,114 @@ class Multi(_Combined):
         return Grade(min(1.0, max(0.0, value)), "; ".join(errors) or None)
 
 
+# --- tool calls --------------------------------------------------------------------------------
+
+
+def _reference_calls(item: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(name, arguments) of the item's reference tool calls (OpenAI's shape, arguments a JSON
+    string or an object)."""
+    out = []
+    for call in item.get("tool_calls") or []:
+        function = call.get("function", call) if isinstance(call, dict) else {}
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            out.append((function["name"], _arguments_value(function.get("arguments"))))
+    return out
+
+
+def _arguments_value(value: Any) -> Any:
+    if isinstance(value, str):
+        parsed = _parse_json(value)
+        return value if parsed is _MISSING else parsed
+    return {} if value is None else value
+
+
+def reply_tool_calls(text: str) -> list[tuple[str, Any]]:
+    """Tool calls written in a reply: every JSON object in it with a "name" and "arguments"
+    (or "parameters"), alone, in a list or under "function" (Hermes <tool_call> tags,
+    Llama-3 JSON, Mistral's [TOOL_CALLS] list and OpenAI's shape all read this way)."""
+    decoder = json.JSONDecoder()
+    calls: list[tuple[str, Any]] = []
+    position = 0
+    while (start := _next_json(text, position)) is not None:
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except (json.JSONDecodeError, RecursionError):
+            position = start + 1
+            continue
+        calls += _calls_in(value)
+        position = end
+    return calls
+
+
+def _next_json(text: str, position: int) -> int | None:
+    found = [i for i in (text.find("{", position), text.find("[", position)) if i >= 0]
+    return min(found) if found else None
+
+
+def _calls_in(value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, list):
+        return [call for element in value for call in _calls_in(element)]
+    if not isinstance(value, dict):
+        return []
+    if isinstance(value.get("function"), dict):
+        return _calls_in(value["function"])
+    if isinstance(value.get("name"), str) and ("arguments" in value or "parameters" in value):
+        return [(value["name"], _arguments_value(value.get("arguments", value.get("parameters"))))]
+    return []
+
+
+class _ToolCallGrader(Grader):
+    """Scores the reply's tool calls against the item's: matched calls over the larger of
+    the two counts, so a missing or an extra call costs alike (as the hosted
+    function-calling evaluation counts them)."""
+
+    def __init__(self, name: str, input: str = OUTPUT):
+        super().__init__(name)
+        self.input = input
+
+    def _score(self, sample: dict[str, Any], item: dict[str, Any]) -> float | Grade:
+        expected = _reference_calls(item)
+        if not expected:
+            return Grade(0.0, "the item has no reference tool call")
+        got = reply_tool_calls(_as_text(render(self.input, sample, item)))
+        if not got:
+            return Grade(0.0, "the reply holds no tool call")
+        left = list(got)
+        matched = 0
+        for call in expected:
+            hit = next((k for k, other in enumerate(left) if self._same(call, other)), None)
+            if hit is not None:
+                matched += 1
+                left.pop(hit)
+        return matched / max(len(expected), len(got))
+
+    def _same(self, expected: tuple[str, Any], got: tuple[str, Any]) -> bool:
+        raise NotImplementedError
+
+
+class ToolCallName(_ToolCallGrader):
+    """The right functions are called."""
+
+    kind = "tool_call_name"
+
+    def _same(self, expected: tuple[str, Any], got: tuple[str, Any]) -> bool:
+        return expected[0] == got[0]
+
+
+class ToolCallArguments(_ToolCallGrader):
+    """The right functions with arguments equal as JSON (key order and spacing aside)."""
+
+    kind = "tool_call_arguments"
+
+    def _same(self, expected: tuple[str, Any], got: tuple[str, Any]) -> bool:
+        return expected[0] == got[0] and expected[1] == got[1]
+
+
 # --- building from the recipe ------------------------------------------------------------------
 
 KINDS: dict[str, type[Grader]] = {cls.kind: cls for cls in (
-    StringCheck, TextSimilarity, Python, Multi, Contains, Regex, JsonValid, JsonSchema, Label, Weighted)}
+    StringCheck, TextSimilarity, Python, Multi, Contains, Regex, JsonValid, JsonSchema, Label, Weighted,
+    ToolCallName, ToolCallArguments)}
 _KEYS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, optional) keys
     "string_check": ({"input", "reference", "operation"}, set()),
     "text_similarity": ({"input", "reference", "evaluation_metric"}, {"pass_threshold"}),
@@ -431,6 +537,8 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, optional) 
     "json_schema": ({"schema"}, {"input"}),
     "label": (set(), {"input", "reference", "labels", "field"}),
     "weighted": ({"graders"}, {"weights"}),
+    "tool_call_name": (set(), {"input"}),
+    "tool_call_arguments": (set(), {"input"}),
 }
 _CHOICES = {("string_check", "operation"): StringCheck.OPERATIONS,
             ("text_similarity", "evaluation_metric"): METRICS}
@@ -480,11 +588,17 @@ def build_grader(config: dict[str, Any], where: str = "grader") -> Grader:
 
 
 def default_graders() -> list[dict[str, Any]]:
-    """Used when the recipe names none and the held-out items have reference replies."""
+    """Used when the recipe names none, for held-out items with a reference reply's text."""
     return [{"type": "text_similarity", "name": "rouge_l", "input": OUTPUT, "reference": REFERENCE,
              "evaluation_metric": "rouge_l"},
             {"type": "text_similarity", "name": "token_f1", "input": OUTPUT, "reference": REFERENCE,
              "evaluation_metric": "token_f1"}]
+
+
+def default_tool_graders() -> list[dict[str, Any]]:
+    """Used when the recipe names none, for held-out items whose reference reply is a tool call."""
+    return [{"type": "tool_call_name", "name": "tool_call_name"},
+            {"type": "tool_call_arguments", "name": "tool_call_arguments"}]
 
 
 def build_graders(configs: list[dict[str, Any]], where: str = "evaluation.graders") -> list[Grader]:

@@ -13,11 +13,19 @@ import numpy as np
 from tunesmith.errors import TunesmithError
 from tunesmith.fsutil import atomic_write_text
 
+NOT_PROVEN = "not_proven"
+
 
 def summarise(report: dict[str, Any]) -> dict[str, Any]:
     """Headline lines and a status: red when forgetting regressed or the tuned model is worse
-    than the base on held-out loss, amber when a baseline does as well, green otherwise."""
+    than the base on held-out loss or a grade; "not_proven" when no held-out reply was graded
+    (loss alone never makes a verdict green); amber when a baseline does as well; green when
+    the tuned model's graded replies beat every baseline."""
     lines, status = [], "green"
+    graded = report.get("graded_items")
+    if graded is None:  # a report written before items were counted: graded when it has scores
+        graded = len(report.get("scores") or {})
+    examples, ungraded = report.get("examples") or 0, report.get("ungraded_items") or 0
     loss = report.get("loss") or {}
     tuned_loss = loss.get("tuned", {}).get("loss")
     base_loss = loss.get("base", {}).get("loss")
@@ -43,8 +51,20 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                      f"(threshold {forgetting['threshold']:.0%}): {word}")
         if forgetting["regressed"]:
             status = "red"
+    if ungraded:
+        where = ", ".join(report.get("ungraded_sources") or [])
+        more = f" (e.g. {where}{', …' if ungraded > len(report.get('ungraded_sources') or []) else ''})" \
+            if where else ""
+        lines.append(f"{ungraded} of {examples} held-out items could not be graded: no reference reply "
+                     f"text or tool call to grade against{more}")
+    if not graded and status != "red":
+        status = NOT_PROVEN
+        lines.insert(0, "not proven: no held-out reply was graded, and held-out loss alone cannot show "
+                        "that the tuned model is better (give items a reference reply or tool call, or "
+                        "set evaluation.graders)")
     lines += report.get("notes") or []
-    return {"status": status, "tuned_beats_base_loss": beats_base, "tuned_loss": tuned_loss,
+    return {"status": status, "graded_items": graded, "ungraded_items": ungraded,
+            "tuned_beats_base_loss": beats_base, "tuned_loss": tuned_loss,
             "base_loss": base_loss,
             "forgetting": None if not forgetting else ("regressed" if forgetting["regressed"] else "ok"),
             "lines": lines}

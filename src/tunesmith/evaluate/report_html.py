@@ -13,7 +13,7 @@ from typing import Any
 
 COLOURS = {"tuned": "#2563eb", "base": "#6b7280", "fewshot": "#d97706", "retrieval": "#059669",
            "train": "#93c5fd", "validation": "#1d4ed8"}
-STATUS = {"green": "#15803d", "amber": "#b45309", "red": "#b91c1c"}
+STATUS = {"green": "#15803d", "amber": "#b45309", "red": "#b91c1c", "not_proven": "#4b5563"}
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#111827;padding:0 1rem}
@@ -139,7 +139,7 @@ def render_html(report: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
            f"{escape(str(report.get('model')))}</title><style>{CSS}</style></head><body>",
            f"<h1>Evaluation of {escape(str(report.get('model')))}</h1>",
            f"<p><span class='status' style='background:{STATUS.get(status, '#374151')}'>"
-           f"{escape(status)}</span> "
+           f"{escape(status.replace('_', ' '))}</span> "
            f"base model <b>{escape(str(report.get('base_model')))}</b>, {report.get('examples')} held-out "
            f"examples from {escape(str(report.get('data')))}</p>",
            "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in summary.get("lines", [])) + "</ul>"]

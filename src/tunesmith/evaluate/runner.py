@@ -24,7 +24,7 @@ from tunesmith.data.records import ChatRecord, Message, Record
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.evaluate.examples import Item, ShotPicker, load_items, resolve_data, with_shots
 from tunesmith.evaluate.forgetting import forgetting_probe
-from tunesmith.evaluate.graders import Grader, build_graders, default_graders
+from tunesmith.evaluate.graders import Grader, build_graders, default_graders, default_tool_graders
 from tunesmith.evaluate.models import (
     Models,
     Target,
@@ -53,12 +53,15 @@ class Evaluation:
         self.target, self.settings, self.device = target, settings, device
         self.say = progress or (lambda message: None)
 
-    def run(self, heldout: str | Path) -> dict[str, Any]:
+    def run(self, heldout: str | Path | list[Record]) -> dict[str, Any]:
+        """Evaluate on a held-out file, or on records (the run's own validation split)."""
         from tunesmith.data.render import Renderer
 
         settings, started = self.settings, time.time()
-        items = load_items(resolve_data(str(heldout)), self.target.data_format, settings.max_examples,
-                           settings.bootstrap_seed)
+        data = heldout if isinstance(heldout, list) else resolve_data(str(heldout))
+        # Held-out records split from the training file are never shown as demonstrations.
+        self._held_out = {str(r.source) for r in heldout} if isinstance(heldout, list) else set()
+        items = load_items(data, self.target.data_format, settings.max_examples, settings.bootstrap_seed)
         self.say(f"loading {self.target.model}")
         self.models = models = Models(self.target, self.device)
         renderer = Renderer(models.tuned.tokenizer, self.target.loss_on)
@@ -71,8 +74,8 @@ class Evaluation:
                          "(give the training file with --train)")
             baselines = [b for b in baselines if b == "base"]
         systems = ["tuned", *baselines]
-        generating = [i for i in items if i.prompt is not None]
-        graders = self._graders(items)
+        graders, applies = self._graders(items)
+        generating = [i for i in items if i.prompt is not None and any(a(i) for a in applies)]
         limit = min(self.target.max_length, max_positions(models.tuned, self.target.max_length))
         shots = {s: [self._shots(s, i, picker, renderer, limit) for i in items] for s in systems}
 
@@ -90,23 +93,24 @@ class Evaluation:
                                 for n, i in enumerate(items)]
                     losses[system] = example_losses(loaded, examples, self.target.chunk_tokens, self.device)
                     replies[system] = [None] * len(items)
-                    if generating and graders:
+                    if generating:
                         self.say(f"{system}: generating {len(generating)} replies")
-                        prompts = [with_shots(i.prompt or [], shots[system][i_pos])
-                                   for i_pos, i in enumerate(items) if i.prompt is not None]
+                        wanted = {id(i) for i in generating}
+                        positions = [n for n, i in enumerate(items) if id(i) in wanted]
+                        prompts = [with_shots(items[n].prompt or [], shots[system][n]) for n in positions]
                         texts = self._generate(loaded, prompts)
-                        positions = [n for n, i in enumerate(items) if i.prompt is not None]
                         for n, text in zip(positions, texts, strict=True):
                             replies[system][n] = text
-                for grader in graders:
-                    scores, problems = [], []
+                for grader, applies_to in zip(graders, applies, strict=True):
+                    # Aligned with items; None where the grader does not apply or nothing was generated.
+                    scores: list[float | None] = [None] * len(items)
+                    problems: list[str | None] = [None] * len(items)
                     for n, item in enumerate(items):
                         text = replies[system][n]
-                        if text is None:
+                        if text is None or not applies_to(item):
                             continue
                         result = grader.grade(text, item.grader_item)
-                        scores.append(result.score)
-                        problems.append(result.error)
+                        scores[n], problems[n] = result.score, result.error
                     grades[grader.name][system] = scores
                     errors[grader.name][system] = problems
         finally:  # python graders hold a child process each
@@ -129,13 +133,25 @@ class Evaluation:
         path = self.target.train_data
         if not path or not Path(path).exists():
             return []
-        return list(load_dataset_records(path, self.target.data_format))
+        held_out = getattr(self, "_held_out", set())
+        records = load_dataset_records(path, self.target.data_format)
+        return [r for r in records if str(r.source) not in held_out]
 
-    def _graders(self, items: list[Item]) -> list[Grader]:
+    def _graders(self, items: list[Item]) -> tuple[list[Grader], list[Callable[[Item], bool]]]:
+        """The graders and, for each, which items it grades. The recipe's graders grade every
+        item with a prompt; by default replies with a reference text get the text graders and
+        tool-call replies the tool-call graders, and an item with neither is left ungraded
+        (counted in the report), never graded against an empty reference."""
         configs = self.settings.graders
-        if configs is None:
-            configs = default_graders() if any(i.reference and i.prompt is not None for i in items) else []
-        return build_graders(configs)
+        if configs is not None:
+            graders = build_graders(configs)
+            return graders, [_has_prompt] * len(graders)
+        chosen: list[tuple[dict[str, Any], Callable[[Item], bool]]] = []
+        if any(i.has_reference_text for i in items):
+            chosen += [(c, _has_reference_text) for c in default_graders()]
+        if any(i.has_reference_calls for i in items):
+            chosen += [(c, _has_reference_calls) for c in default_tool_graders()]
+        return build_graders([c for c, _ in chosen]), [a for _, a in chosen]
 
     def _shots(self, system: str, item: Item, picker: ShotPicker | None, renderer: Any,
                limit: int) -> list[list[Message]]:
@@ -185,12 +201,22 @@ class Evaluation:
         loss_idx = resamples(len(with_loss), s.bootstrap_samples, s.bootstrap_seed) if with_loss else indices
         loss = {system: loss_summary([losses[system][n] for n in with_loss], loss_idx, s.confidence)
                 for system in systems} if with_loss else {}
-        graded = [n for n, i in enumerate(items) if i.prompt is not None]
-        grade_idx = resamples(len(graded), s.bootstrap_samples, s.bootstrap_seed) if graded else indices
-        scores = {name: {system: {**mean_interval(values, grade_idx, s.confidence).to_dict(),
-                                  "errors": sum(e is not None for e in errors[name][system])}
-                         for system, values in by_system.items()}
-                  for name, by_system in grades.items()}
+        # Each grader is summarised over the items it graded for every system.
+        graded_at = {name: [n for n in range(len(items))
+                            if all(by[system][n] is not None for system in systems)]
+                     for name, by in grades.items()}
+        values = {name: {system: [float(by[system][n]) for n in graded_at[name]]  # type: ignore[arg-type]
+                         for system in systems} for name, by in grades.items()}
+        grade_idx = {name: resamples(len(at), s.bootstrap_samples, s.bootstrap_seed)
+                     for name, at in graded_at.items() if at}
+        scores = {name: {system: {**mean_interval(values[name][system], grade_idx[name],
+                                                  s.confidence).to_dict(),
+                                  "items": len(graded_at[name]),
+                                  "errors": sum(errors[name][system][n] is not None for n in graded_at[name])}
+                         for system in systems}
+                  for name in grades if graded_at[name]}
+        graded = sorted({n for at in graded_at.values() for n in at})
+        ungraded = [items[n].source for n in range(len(items)) if n not in set(graded)]
         comparisons = []
         for baseline in systems[1:]:
             if with_loss and loss.get(baseline):
@@ -198,15 +224,16 @@ class Evaluation:
                 per_base = [per_token(losses[baseline][n]) for n in with_loss]
                 comparisons.append(compare(baseline, "loss", per_tuned, per_base, loss_idx,
                                            higher_is_better=False, confidence=s.confidence).to_dict())
-            for name, by_system in grades.items():
-                comparisons.append(compare(baseline, name, by_system["tuned"], by_system[baseline], grade_idx,
-                                           confidence=s.confidence).to_dict())
+            for name in scores:
+                comparisons.append(compare(baseline, name, values[name]["tuned"], values[name][baseline],
+                                           grade_idx[name], confidence=s.confidence).to_dict())
         return {
             "version": REPORT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "model": self.target.model, "base_model": self.target.base_model,
             "run_dir": str(self.target.run_dir) if self.target.run_dir else None,
             "train_data": self.target.train_data, "examples": len(items), "systems": systems,
             "settings": s.model_dump(mode="json"), "loss": loss, "scores": scores,
+            "graded_items": len(graded), "ungraded_items": len(ungraded), "ungraded_sources": ungraded[:20],
             "comparisons": comparisons,
             "examples_detail": self._details(items, systems, losses, replies, grades, errors),
         }
@@ -215,7 +242,6 @@ class Evaluation:
                  replies: dict[str, list[str | None]], grades: dict[str, dict[str, list[float]]],
                  errors: dict[str, dict[str, list[str | None]]]) -> dict[str, Any]:
         """Every item's numbers, and the worst held-out items by loss and by grade."""
-        graded_pos = {n: k for k, n in enumerate(n for n, i in enumerate(items) if i.prompt is not None)}
         rows = []
         for n, item in enumerate(items):
             row: dict[str, Any] = {"index": item.index, "source": item.source,
@@ -223,10 +249,11 @@ class Evaluation:
                                    "reference": (item.reference or "")[:1000]}
             row["loss"] = {s: per_token(losses[s][n]) for s in systems if item.has_loss}
             row["reply"] = {s: replies[s][n] for s in systems if replies[s][n] is not None}
-            if n in graded_pos:
-                k = graded_pos[n]
-                row["scores"] = {g: {s: by[s][k] for s in systems} for g, by in grades.items()}
-                row["errors"] = {g: e["tuned"][k] for g, e in errors.items() if e["tuned"][k]}
+            graded = {g: {s: by[s][n] for s in systems} for g, by in grades.items()
+                      if all(by[s][n] is not None for s in systems)}
+            if graded:
+                row["scores"] = graded
+                row["errors"] = {g: e["tuned"][n] for g, e in errors.items() if g in graded and e["tuned"][n]}
             rows.append(row)
         count = self.settings.worst_examples
         by_loss = sorted((r for r in rows if r["loss"].get("tuned") is not None
@@ -261,6 +288,18 @@ class Evaluation:
         return out
 
 
+def _has_prompt(item: Item) -> bool:
+    return item.prompt is not None
+
+
+def _has_reference_text(item: Item) -> bool:
+    return item.has_reference_text
+
+
+def _has_reference_calls(item: Item) -> bool:
+    return item.has_reference_calls
+
+
 def _safe_item(index: int, record: Record) -> Item | None:
     from tunesmith.evaluate.examples import to_item
 
@@ -276,13 +315,48 @@ def load_dataset_records(path: str, fmt: str) -> list[Record]:
     return load_dataset(path, fmt).records
 
 
-def evaluate_model(model: str | Path, heldout: str | Path, settings: EvaluationConfig, *,
+def validation_split(run_dir: Path) -> list[Record]:
+    """The held-out records of a run trained without data.validation: its automatic split,
+    found again with the tokenizer (and chat template) saved in final/."""
+    from tunesmith.model.loading import ModelRef, load_tokenizer, resolve_model
+    from tunesmith.train.data import validation_split_records
+    from tunesmith.train.objectives import make_objective
+    from tunesmith.train.run import RunDir
+
+    run = RunDir(run_dir)
+    recipe = run.read_recipe()
+    if (run.final / "tokenizer_config.json").exists():
+        tokenizer = load_tokenizer(ModelRef(str(run.final), str(run.final)), recipe.trust_remote_code)
+    else:
+        from tunesmith.data.templates import apply_chat_template_choice
+
+        ref = resolve_model(recipe.base_model, recipe.revision)
+        tokenizer = load_tokenizer(ref, recipe.trust_remote_code)
+        apply_chat_template_choice(tokenizer, recipe.data.chat_template)
+    objective = make_objective(recipe.method, recipe.training.loss_chunk_tokens, recipe)
+    records = validation_split_records(recipe, tokenizer, objective.render_example)
+    if not records:
+        raise DataError("no held-out data to evaluate on: the run has no validation file and its "
+                        "training data was too small to split (10 examples or more are split)",
+                        where=str(run_dir), fix="pass --data HELDOUT.jsonl (or set evaluation.data)")
+    return records
+
+
+def evaluate_model(model: str | Path, heldout: str | Path | None, settings: EvaluationConfig, *,
                    train_data: str | None = None, base_model: str | None = None, out_dir: Path | None = None,
                    device: str = "cpu", progress: Progress | None = None) -> tuple[dict[str, Any], Path]:
-    """Evaluate and write the report: into the run directory, or `out_dir`."""
+    """Evaluate and write the report: into the run directory, or `out_dir`. With no held-out
+    file, a run directory is evaluated on its own automatic validation split."""
     target = target_of(model, train_data, base_model)
-    report = Evaluation(target, settings, device, progress).run(heldout)
-    report["data"] = str(heldout)
+    if heldout is None:
+        if target.run_dir is None:
+            raise DataError("no held-out data to evaluate on", fix="pass --data HELDOUT.jsonl")
+        records = validation_split(target.run_dir)
+        report = Evaluation(target, settings, device, progress).run(records)
+        report["data"] = f"the run's validation split ({len(records)} examples of {target.train_data})"
+    else:
+        report = Evaluation(target, settings, device, progress).run(heldout)
+        report["data"] = str(heldout)
     folder = out_dir or target.run_dir
     if folder is None:
         raise TunesmithError("no folder to write the report into", fix="pass an output folder (--out)")
@@ -300,11 +374,8 @@ def evaluate_after_training(run_dir: Path, report: Callable[[dict[str, Any]], No
     from tunesmith.train.run import RunDir
 
     recipe = RunDir(run_dir).read_recipe()
-    heldout = recipe.evaluation.data or recipe.data.validation
+    heldout = recipe.evaluation.data or recipe.data.validation  # else the run's own split
     try:
-        if not heldout:
-            raise DataError("no held-out data to evaluate on", where="evaluation.data",
-                            fix="set evaluation.data or data.validation")
         result, path = evaluate_model(run_dir, heldout, recipe.evaluation, device=device)
     except Exception as exc:  # any failure here must not lose a finished training
         report({"type": "event", "level": "warning", "message": f"evaluation failed: {exc}"})

@@ -85,6 +85,19 @@ def _load_adapter_weights(model: torch.nn.Module, folder: Path) -> None:
                           where="adapter.init_from", fix="keep the adapter's rank and target_modules")
 
 
+def untrained_experts_note(model: torch.nn.Module) -> str | None:
+    """A note when a mixture-of-experts model's routed expert weights are all left frozen by
+    the adapter (PEFT's LoRA wraps Linear layers; fused expert tensors such as Qwen2-MoE's
+    `experts.gate_up_proj` are not Linear layers, so `all-linear` skips them). None otherwise."""
+    experts = [name for name, _ in model.named_parameters() if ".experts." in name]
+    if not experts or any(".experts." in name for name, p in model.named_parameters() if p.requires_grad):
+        return None
+    example = experts[0].removeprefix("base_model.model.")
+    return (f"the adapter leaves all {len(experts)} routed-expert weights of this mixture-of-experts "
+            f"model frozen (e.g. {example}): only attention, shared experts and routers are trained. "
+            "To adapt the experts, use adapter.kind: full")
+
+
 def is_score_model(model: torch.nn.Module) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
 

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunesmith.data.templates import BUILTIN_TEMPLATES
 from tunesmith.recipe import BUNDLED_MODEL, PATH_KEYS
 from tunesmith.serve.errors import APIError
 
@@ -25,8 +26,10 @@ LOCKED_KEYS: tuple[str, ...] = (
 """Recipe keys a request may not set: the server sets them (model, files, run folder), or
 they name server files (every recipe path key, adapter.init_from included) or code
 (trust_remote_code). A path key added to recipe.PATH_KEYS is locked here by itself."""
-BUNDLED_VALUES = {"evaluation.forgetting": ("tunesmith/general",)}
-"""Locked path keys that may still name a bundled asset (never a server path)."""
+BUNDLED_VALUES = {"evaluation.forgetting": ("tunesmith/general",),
+                  "data.chat_template": tuple(BUILTIN_TEMPLATES)}
+"""Locked path keys that may still name a bundled asset or a built-in template by name (never a
+server path: a template file would be read into the prompt)."""
 GRADER_LISTS = ("evaluation.graders", "evaluation.forgetting_graders", "reinforcement.graders")
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 HUB_ID = re.compile(f"{_PART}/{_PART}")

@@ -26,7 +26,8 @@ def validate_job_files(registry: Registry, job: Job) -> bool:
                                fmt=data.get("format") or "auto", model=job.base_model,
                                max_length=int(data.get("max_length") or 2048),
                                loss_on=data.get("loss_on") or "assistant",
-                               overlong=data.get("overlong") or "truncate")
+                               overlong=data.get("overlong") or "truncate",
+                               chat_template=data.get("chat_template"))
     except ModelError as exc:  # the base model's tokenizer cannot be loaded
         queue.fail(registry, job.id, str(exc), "invalid_model", "model")
         return False

@@ -41,9 +41,10 @@ class PreparedData:
 
 
 def _render_all(path: str, recipe: Recipe, renderer: Renderer, max_length: int,
-                prepared: PreparedData, render: RenderExample) -> list[Any]:
+                prepared: PreparedData, render: RenderExample) -> tuple[list[Any], list[Any]]:
+    """The fitted examples of a file and the records they came from."""
     dataset = load_dataset(path, recipe.data.format)
-    out = []
+    out, records = [], []
     for record in dataset.records:
         fitted, truncated = render(renderer, record, max_length, recipe.data.overlong)
         if fitted is None:
@@ -51,36 +52,61 @@ def _render_all(path: str, recipe: Recipe, renderer: Renderer, max_length: int,
             continue
         prepared.truncated += truncated
         out.append(fitted)
+        records.append(record)
     prepared.format = dataset.format
-    return out
+    return out, records
+
+
+def held_out_indices(count: int, recipe: Recipe) -> set[int]:
+    """Which of `count` trainable examples the automatic validation split holds out: seeded,
+    so a resumed or repeated run, and `tunesmith eval` afterwards, hold out the same ones."""
+    held = int(count * recipe.data.validation_split) if count >= 10 else 0
+    order = np.random.default_rng(recipe.training.seed).permutation(count).tolist()
+    return set(order[:held])
+
+
+def _renderer_for(recipe: Recipe, tokenizer: Any,
+                  render: RenderExample | None) -> tuple[Renderer, RenderExample]:
+    if render is None:
+        from tunesmith.train.objectives import render_supervised
+
+        render = render_supervised
+    return Renderer(tokenizer, recipe.data.loss_on), render
 
 
 def prepare_data(recipe: Recipe, tokenizer: Any, max_length: int,
                  render: RenderExample | None = None) -> PreparedData:
     """Train and validation examples of a recipe; `render` is the objective's (SFT by default)."""
-    if render is None:
-        from tunesmith.train.objectives import render_supervised
-
-        render = render_supervised
     if not recipe.data.train:
         raise DataError("the recipe names no training data", where="data.train",
                         fix="set data.train to a JSONL, CSV or Parquet file")
-    renderer = Renderer(tokenizer, recipe.data.loss_on)
+    renderer, render = _renderer_for(recipe, tokenizer, render)
     prepared = PreparedData([], [], "", "", fallback_template=renderer.used_fallback_template)
-    train = _render_all(recipe.data.train, recipe, renderer, max_length, prepared, render)
+    train, _ = _render_all(recipe.data.train, recipe, renderer, max_length, prepared, render)
     if recipe.data.validation:
-        validation = _render_all(recipe.data.validation, recipe, renderer, max_length, prepared, render)
+        validation, _ = _render_all(recipe.data.validation, recipe, renderer, max_length, prepared, render)
         prepared.validation_source = recipe.data.validation
     else:
-        # A seeded split, so a resumed or repeated run holds out the same examples.
-        count = int(len(train) * recipe.data.validation_split) if len(train) >= 10 else 0
-        order = np.random.default_rng(recipe.training.seed).permutation(len(train)).tolist()
-        held = set(order[:count])
+        held = held_out_indices(len(train), recipe)
         validation = [e for i, e in enumerate(train) if i in held]
         train = [e for i, e in enumerate(train) if i not in held]
+        count = len(held)
         prepared.validation_source = f"{count} examples split from the training data" if count else "none"
     if not train:
         raise DataError("no training examples left after fitting to max_length",
                         where="data.max_length", fix="raise data.max_length or use overlong: truncate")
     prepared.train, prepared.validation = train, validation
     return prepared
+
+
+def validation_split_records(recipe: Recipe, tokenizer: Any,
+                             render: RenderExample | None = None) -> list[Any]:
+    """The records of a run's automatic validation split (no data.validation), found the way
+    `prepare_data` found them: the same rendering, drops and seeded split."""
+    if not recipe.data.train:
+        return []
+    renderer, render = _renderer_for(recipe, tokenizer, render)
+    scratch = PreparedData([], [], "", "")
+    _, records = _render_all(recipe.data.train, recipe, renderer, recipe.data.max_length, scratch, render)
+    held = held_out_indices(len(records), recipe)
+    return [r for i, r in enumerate(records) if i in held]

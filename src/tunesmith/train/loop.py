@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from tunesmith.data.pack import plan_epoch
+from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
-from tunesmith.model.adapters import apply_adapter
+from tunesmith.model.adapters import apply_adapter, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
 from tunesmith.train import checkpoint as ckpt
@@ -202,6 +203,7 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     ref = resolve_model(recipe.base_model, recipe.revision)
     check_remote_code(ref, recipe.trust_remote_code)
     tokenizer = load_tokenizer(ref, recipe.trust_remote_code)
+    apply_chat_template_choice(tokenizer, recipe.data.chat_template)  # saved with final/
     objective = make_objective(recipe.method, recipe.training.loss_chunk_tokens, recipe)
     data = prepare_data(recipe, tokenizer, recipe.data.max_length, objective.render_example)
     resolved, chosen = resolve_auto(recipe, len(data.train), data.longest, device.type == "cuda")
@@ -217,6 +219,7 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     model = load_model(ref, resolved.trust_remote_code, pick_dtype(training.dtype, device), objective.head)
     model.config.use_cache = False
     model = apply_adapter(model, resolved.adapter).to(device)
+    expert_note = untrained_experts_note(model)  # reported once the reporter exists
     if training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
@@ -262,6 +265,8 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     reporter = _reporters(resolved, run, reporters) if ctx.is_main else Fanout([])
     reporter.report({"type": "start", "step": progress.step, "total_steps": total_steps, "auto": chosen,
                      "trainable_parameters": trainable, "data": data.summary(), "run_dir": str(run.path)})
+    if expert_note:
+        reporter.report({"type": "event", "step": progress.step, "level": "warning", "message": expert_note})
 
     saved_step = latest.step if latest is not None else 0  # a checkpoint of step 0 holds nothing new
 

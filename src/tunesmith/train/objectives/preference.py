@@ -4,8 +4,13 @@ With policy log-probabilities pi(y|x) summed over the answer's tokens and the re
 ref(y|x), h = [pi(c) - ref(c)] - [pi(r) - ref(r)]:
 
     sigmoid (DPO, Rafailov et al. 2023)  -(1 - eps) log s(beta h) - eps log s(-beta h)
-    ipo (Azar et al. 2023)               (h - 1 / (2 beta))^2
+    ipo (Azar et al. 2023)               (h_avg - 1 / (2 beta))^2
     simpo (Meng et al. 2024)             as sigmoid, on beta [avg pi(c) - avg pi(r)] - gamma
+
+IPO takes the log-ratios averaged per answer token, h_avg = [pi(c) - ref(c)] / |c| -
+[pi(r) - ref(r)] / |r|: the form of the IPO paper's experiments and of TRL, for which beta's
+default of 0.1 is chosen (summed log-ratios grow with the answer's length and would push h
+far past 1 / (2 beta) on long answers). It is the only IPO form offered.
 
 SimPO is the reference-free variant: it needs no reference pass at all (half the forward
 work of DPO, no frozen copy under full fine-tuning) and its length-normalised log-probability
@@ -14,7 +19,7 @@ ORPO, the other candidate, mixes an SFT term into the loss and would need a seco
 level objective in the same pass. Label smoothing (conservative DPO) applies to sigmoid and
 simpo; IPO's squared loss has no labels to smooth.
 
-The implicit rewards are beta [pi(y) - ref(y)] (beta avg pi(y) for SimPO); the reward
+The implicit rewards are beta [pi(y) - ref(y)] (per token for IPO, beta avg pi(y) for SimPO); the reward
 accuracy is the fraction of pairs whose chosen answer gets the higher reward.
 """
 
@@ -101,17 +106,22 @@ def summarise_pairs(totals: dict[str, float]) -> dict[str, float]:
 
 
 def preference_loss(config: PreferenceConfig, policy: torch.Tensor, reference: torch.Tensor | None,
-                    policy_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-pair losses and (chosen, rejected) rewards from per-sequence log-probs laid out
-    chosen, rejected, chosen, rejected, ..."""
+                    policy_mean: torch.Tensor, counts: torch.Tensor | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair losses and (chosen, rejected) rewards from per-sequence summed log-probs laid
+    out chosen, rejected, chosen, rejected, ...; `counts` are the trained tokens of each
+    sequence (IPO averages per token)."""
     beta, smooth = resolve_beta(config), config.label_smoothing
     if config.loss == "simpo":
         chosen, rejected = beta * policy_mean[0::2], beta * policy_mean[1::2]
         logits = chosen - rejected - config.simpo_gamma
     else:
         assert reference is not None
-        chosen = beta * (policy[0::2] - reference[0::2])
-        rejected = beta * (policy[1::2] - reference[1::2])
+        ratio = policy - reference
+        if config.loss == "ipo":
+            assert counts is not None, "IPO averages log-ratios per token: pass counts"
+            ratio = ratio / counts.clamp(min=1)
+        chosen, rejected = beta * ratio[0::2], beta * ratio[1::2]
         logits = chosen - rejected
     if config.loss == "ipo":
         losses = (logits / beta - 1 / (2 * beta)) ** 2
@@ -178,7 +188,8 @@ class PreferenceObjective:
             reference = batch.extra.get("reference")
             if reference is None:
                 reference = self._reference_logps(model, batch)
-        losses, chosen, rejected = preference_loss(self.config, policy.total, reference, policy.mean)
+        losses, chosen, rejected = preference_loss(self.config, policy.total, reference, policy.mean,
+                                                   policy.count)
         loss_sum = losses.sum()
         return loss_sum, {"loss": float(loss_sum.detach()), "chosen_reward": float(chosen.sum()),
                           "rejected_reward": float(rejected.sum()),
