@@ -77,12 +77,14 @@ def submit_job(browser: Any, server: Server, data: Path, steps: int | None = Non
 def trained(dashboard_server: Server, data: dict[str, Path]) -> str:
     """A succeeded job with a model named ft:tiny-chat:colours:..., with colours.jsonl and
     no_reply.jsonl among the uploaded files; made through the API. The job's id."""
-    api = f"http://127.0.0.1:{dashboard_server.port}/v1"
+    origin = f"http://127.0.0.1:{dashboard_server.port}"
+    api = f"{origin}/v1"
+    same_site = {"Origin": origin}  # a form upload needs its Origin, as the dashboard's own does
     ids = {}
     for name in ("good", "bad"):
         with data[name].open("rb") as handle:
             reply = httpx.post(f"{api}/files", files={"file": (data[name].name, handle)},
-                               data={"purpose": "fine-tune"}, timeout=60)
+                               data={"purpose": "fine-tune"}, headers=same_site, timeout=60)
         assert reply.status_code == 200, reply.text
         ids[name] = reply.json()["id"]
     job = httpx.post(f"{api}/fine_tuning/jobs", timeout=60, json={

