@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from tunesmith.commands.console import console, err_console
     from tunesmith.errors import DataError
     from tunesmith.evaluate.runner import evaluate_model
-    from tunesmith.train.loop import pick_device
+    from tunesmith.hardware import pick_device
 
     target_dir, registered = resolve_target(args.model)
     target, settings = settings_for(target_dir, args)

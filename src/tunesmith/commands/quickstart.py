@@ -179,7 +179,7 @@ def _train(recipe: Any) -> Any:
 
 def _evaluate(run_dir: Path, recipe: Any, console: Any) -> tuple[dict[str, Any], Path]:
     from tunesmith.evaluate.runner import evaluate_model
-    from tunesmith.train.loop import pick_device
+    from tunesmith.hardware import pick_device
 
     started = time.time()
 

@@ -25,8 +25,9 @@ def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> l
 
     from tunesmith.data.load import load_dataset
     from tunesmith.data.render import Renderer
+    from tunesmith.hardware import pick_device
     from tunesmith.recipe import build_recipe
-    from tunesmith.train.loop import evaluate, pick_device
+    from tunesmith.train.loop import evaluate
     from tunesmith.train.objectives import make_objective
 
     recipe: dict[str, Any] = model.recipe

@@ -21,6 +21,7 @@ import torch
 from tunesmith.data.pack import plan_epoch
 from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
+from tunesmith.hardware import pick_device, pick_dtype
 from tunesmith.model.adapters import apply_adapter, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
@@ -49,26 +50,6 @@ class TrainResult:
 
 
 # --- set-up ------------------------------------------------------------------------------
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("device cuda asked for, but no CUDA GPU is visible", where="training.device")
-    return torch.device(requested)
-
-
-def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
-    if requested == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, requested)
 
 
 def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
