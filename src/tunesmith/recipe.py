@@ -229,6 +229,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+GRADER_KEYS = (("reinforcement", "graders"), ("evaluation", "graders"), ("evaluation", "forgetting_graders"))
+"""Recipe sections that hold grader definitions (a reward_model grader names a path)."""
+
+
 def _anchor_paths(raw: dict[str, Any], folder: Path) -> None:
     for section, key in PATH_KEYS:
         node = raw.get(section)
@@ -237,14 +241,15 @@ def _anchor_paths(raw: dict[str, Any], folder: Path) -> None:
             value = Path(node[key]).expanduser()
             if not value.is_absolute():
                 node[key] = str(folder / value)
-    section = raw.get("reinforcement")
-    graders = section.get("graders") if isinstance(section, dict) else None
-    for grader in graders if isinstance(graders, list) else []:
-        # A reward-model grader's path, like data paths, is relative to the recipe file.
-        if isinstance(grader, dict) and isinstance(grader.get("path"), str):
-            value = Path(grader["path"]).expanduser()
-            if not value.is_absolute():
-                grader["path"] = str(folder / value)
+    for section_name, key in GRADER_KEYS:
+        section = raw.get(section_name)
+        graders = section.get(key) if isinstance(section, dict) else None
+        for grader in graders if isinstance(graders, list) else []:
+            # A reward-model grader's path, like data paths, is relative to the recipe file.
+            if isinstance(grader, dict) and isinstance(grader.get("path"), str):
+                value = Path(grader["path"]).expanduser()
+                if not value.is_absolute():
+                    grader["path"] = str(folder / value)
 
 
 def _fields_at(loc: tuple[Any, ...]) -> dict[str, Any] | None:

@@ -57,7 +57,7 @@ def test_dpo_raises_held_out_reward_accuracy(assets_dir, tmp_path) -> None:
 
 def test_reward_model_scores_preferred_answers_higher(assets_dir, tmp_path) -> None:
     from tunesmith.train.objectives.grpo import make_graders
-    from tunesmith.train.objectives.reward import load_reward_scorer
+    from tunesmith.train.objectives.reward_model import load_reward_scorer
 
     result = train(preference_recipe(assets_dir, tmp_path, "reward", "training.max_steps=6",
                                      "training.eval_every=6"))
@@ -165,7 +165,7 @@ def test_full_dpo_resumes_against_the_untrained_reference(precompute, random_mod
 
 
 def test_fully_fine_tuned_reward_model_loads_as_a_scorer(random_model_path, tmp_path) -> None:
-    from tunesmith.train.objectives.reward import load_reward_scorer
+    from tunesmith.train.objectives.reward_model import load_reward_scorer
 
     rows = [{"prompt": f"Rate box {i}.", "chosen": "A fine box.", "rejected": "Bad."} for i in range(8)]
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)

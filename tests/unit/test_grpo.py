@@ -92,7 +92,7 @@ def test_reward_model_grader_paths_are_relative_to_the_recipe(tmp_path) -> None:
 
 def test_hosted_api_methods_map_onto_recipes() -> None:
     from tunesmith.recipe import build_recipe
-    from tunesmith.train.methods import apply_api_method
+    from tunesmith.serve.methods import apply_api_method
 
     raw = {"data": {"train": "t.jsonl"}}
     dpo = build_recipe(apply_api_method(raw, {"type": "dpo", "dpo": {"hyperparameters": {

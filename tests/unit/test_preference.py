@@ -17,7 +17,8 @@ from tunesmith.errors import RecipeError
 from tunesmith.model.adapters import apply_adapter
 from tunesmith.recipe import AdapterConfig, PreferenceConfig
 from tunesmith.train.logprobs import token_logprobs
-from tunesmith.train.objectives.preference import PairExample, PreferenceObjective, collate_pairs
+from tunesmith.train.objectives.dpo import PreferenceObjective
+from tunesmith.train.objectives.pairs import PairExample, collate_pairs
 from tunesmith.train.objectives.sequences import collate_sequences
 
 PAIRS = [
@@ -233,7 +234,7 @@ def test_methods_refuse_data_of_another_shape_naming_the_line(random_model_path)
     from tunesmith.errors import DataError
     from tunesmith.recipe import ReinforcementConfig
     from tunesmith.train.objectives.grpo import GroupRelativeObjective
-    from tunesmith.train.objectives.preference import render_pair
+    from tunesmith.train.objectives.pairs import render_pair
 
     renderer = Renderer(AutoTokenizer.from_pretrained(random_model_path))
     chat = ChatRecord([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
@@ -255,7 +256,7 @@ def test_methods_refuse_data_of_another_shape_naming_the_line(random_model_path)
 
 def test_ipo_averages_log_ratios_per_token_by_default() -> None:
     """The averaged form, against the formula written out by hand; summing would differ."""
-    from tunesmith.train.objectives.preference import preference_loss
+    from tunesmith.train.objectives.dpo import preference_loss
 
     config = PreferenceConfig(loss="ipo")  # beta auto: 0.1
     policy = torch.tensor([-12.0, -30.0, -8.0, -9.0])     # chosen, rejected, chosen, rejected (summed)

@@ -65,7 +65,9 @@ def _scores(models: Models, settings: EvaluationConfig, items: list[Item],
             generate: Generate) -> dict[str, Any]:
     """Graded replies of both models on a chat reference set; a drop past the threshold regresses."""
     s = settings
-    graders = build_graders(s.forgetting_graders or [], "evaluation.forgetting_graders")
+    from tunesmith.train.objectives.reward_model import load_reward_scorer
+
+    graders = build_graders(s.forgetting_graders or [], "evaluation.forgetting_graders", load_reward_scorer)
     asked = [i for i in items if i.prompt is not None]
     means: dict[str, dict[str, float]] = {g.name: {} for g in graders}
     for system in ("base", "tuned"):

@@ -13,7 +13,9 @@ section serves evaluation now and reinforcement training later:
 plus tunesmith's own: contains, regex, json_valid, json_schema, label (classification
 accuracy against a taxonomy), weighted (a weighted mean of named graders), and
 tool_call_name / tool_call_arguments (the reply's tool calls against item.tool_calls:
-the right functions; the right functions with arguments equal as JSON).
+the right functions; the right functions with arguments equal as JSON), and reward_model
+({"type": "reward_model", "path": RUN_OR_FOLDER}: a model trained with method: reward scores
+the reply after item.messages), in evaluation and GRPO alike.
 
 Templates: "{{sample.output_text}}" is the reply, "{{sample.output_json.key}}" a field of
 the reply read as JSON, "{{item.key}}" a field of the held-out item (item.reference is the
@@ -21,7 +23,8 @@ example's final assistant reply). A template that is a single placeholder keeps 
 value's type (a list stays a list).
 
 Public API, stable for evaluation and reinforcement training:
-`build_grader(config) -> Grader`; `grader(sample_text, item) -> float` and
+`build_grader(config, where, load_reward) -> Grader` (KINDS: the table of kinds);
+`grader(sample_text, item) -> float` and
 `grader.grade(sample_text, item) -> Grade` (score plus the error, if any). A grader never
 raises on bad model output: the score is 0 and the error says why.
 """
@@ -521,11 +524,38 @@ class ToolCallArguments(_ToolCallGrader):
         return expected[0] == got[0] and expected[1] == got[1]
 
 
+# --- reward models --------------------------------------------------------------------------
+
+
+class RewardModel(Grader):
+    """A trained reward model's sigmoid score of the reply after the item's `messages`.
+
+    The model is loaded by the caller's `load` when the grader is built (evaluation and GRPO pass
+    train/objectives/reward_model.py's `load_reward_scorer`; taking it as an argument keeps this
+    table free of model code). Without one the definition is only checked, as reading a recipe
+    does, and grading is refused."""
+
+    kind = "reward_model"
+
+    def __init__(self, name: str, path: str, load: Callable[[str], Callable[[str, dict[str, Any]], float]]
+                 | None = None):
+        super().__init__(name)
+        if not isinstance(path, str) or not path:
+            raise ValueError("path must name a run or folder trained with method: reward")
+        self.path = path
+        self._scorer = load(path) if load is not None else None
+
+    def grade(self, sample_text: str, item: dict[str, Any]) -> Grade:
+        if self._scorer is None:
+            raise RuntimeError("this reward_model grader was built without a loader (checked only)")
+        return Grade(min(1.0, max(0.0, float(self._scorer(sample_text, item)))))
+
+
 # --- building from the recipe ------------------------------------------------------------------
 
 KINDS: dict[str, type[Grader]] = {cls.kind: cls for cls in (
     StringCheck, TextSimilarity, Python, Multi, Contains, Regex, JsonValid, JsonSchema, Label, Weighted,
-    ToolCallName, ToolCallArguments)}
+    ToolCallName, ToolCallArguments, RewardModel)}
 _KEYS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, optional) keys
     "string_check": ({"input", "reference", "operation"}, set()),
     "text_similarity": ({"input", "reference", "evaluation_metric"}, {"pass_threshold"}),
@@ -539,13 +569,19 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, optional) 
     "weighted": ({"graders"}, {"weights"}),
     "tool_call_name": (set(), {"input"}),
     "tool_call_arguments": (set(), {"input"}),
+    "reward_model": ({"path"}, set()),
 }
 _CHOICES = {("string_check", "operation"): StringCheck.OPERATIONS,
             ("text_similarity", "evaluation_metric"): METRICS}
 
 
-def build_grader(config: dict[str, Any], where: str = "grader") -> Grader:
-    """A grader from its definition; a bad definition is a RecipeError naming the key."""
+RewardLoader = Callable[[str], Callable[[str, dict[str, Any]], float]]
+
+
+def build_grader(config: dict[str, Any], where: str = "grader",
+                 load_reward: RewardLoader | None = None) -> Grader:
+    """A grader from its definition; a bad definition is a RecipeError naming the key.
+    `load_reward` loads the model of a reward_model grader (none: the definition is only checked)."""
     if not isinstance(config, dict):
         raise RecipeError("a grader is a mapping with a 'type'", where=where)
     kind = config.get("type")
@@ -571,9 +607,12 @@ def build_grader(config: dict[str, Any], where: str = "grader") -> Grader:
         parts = kwargs["graders"]
         if not isinstance(parts, dict) or not parts:
             raise RecipeError("graders must map names to grader definitions", where=f"{where}.graders")
-        kwargs["graders"] = {str(key): build_grader({"name": key, **sub}, f"{where}.graders.{key}")
-                             if isinstance(sub, dict) else build_grader(sub, f"{where}.graders.{key}")
-                             for key, sub in parts.items()}
+        kwargs["graders"] = {
+            str(key): build_grader({"name": key, **sub} if isinstance(sub, dict) else sub,
+                                   f"{where}.graders.{key}", load_reward)
+            for key, sub in parts.items()}
+    if kind == "reward_model":
+        kwargs["load"] = load_reward
     try:
         return KINDS[kind](name, **kwargs)
     except re.error as exc:
@@ -601,9 +640,10 @@ def default_tool_graders() -> list[dict[str, Any]]:
             {"type": "tool_call_arguments", "name": "tool_call_arguments"}]
 
 
-def build_graders(configs: list[dict[str, Any]], where: str = "evaluation.graders") -> list[Grader]:
+def build_graders(configs: list[dict[str, Any]], where: str = "evaluation.graders",
+                  load_reward: RewardLoader | None = None) -> list[Grader]:
     """Graders of a recipe section; names must be unique (they key the report)."""
-    graders = [build_grader(config, f"{where}[{i}]") for i, config in enumerate(configs)]
+    graders = [build_grader(config, f"{where}[{i}]", load_reward) for i, config in enumerate(configs)]
     names = [g.name for g in graders]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:

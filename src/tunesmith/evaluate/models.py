@@ -95,8 +95,8 @@ def example_losses(loaded: Any, examples: list[Any], chunk_tokens: int,
                    device: str) -> list[dict[str, float]]:
     """Summed loss, trained tokens and correct tokens of each example, one at a time, with
     the training loop's own evaluation (same objective, same masks)."""
+    from tunesmith.evaluate.heldout import evaluate
     from tunesmith.hardware import pick_device
-    from tunesmith.train.loop import evaluate
     from tunesmith.train.objectives import make_objective
 
     objective = make_objective("sft", chunk_tokens)

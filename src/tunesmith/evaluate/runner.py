@@ -144,7 +144,9 @@ class Evaluation:
         (counted in the report), never graded against an empty reference."""
         configs = self.settings.graders
         if configs is not None:
-            graders = build_graders(configs)
+            from tunesmith.train.objectives.reward_model import load_reward_scorer
+
+            graders = build_graders(configs, load_reward=load_reward_scorer)
             return graders, [_has_prompt] * len(graders)
         chosen: list[tuple[dict[str, Any], Callable[[Item], bool]]] = []
         if any(i.has_reference_text for i in items):

@@ -15,9 +15,13 @@ from tunesmith.errors import RecipeError
 from tunesmith.recipe import AdapterConfig
 
 
-def decoder_layers(model: torch.nn.Module) -> Any:
-    from tunesmith.train.loss import causal_lm
+def causal_lm(model: torch.nn.Module) -> Any:
+    """The underlying transformers causal LM, also when wrapped by PEFT."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
 
+
+def decoder_layers(model: torch.nn.Module) -> Any:
     layers = getattr(causal_lm(model).get_decoder(), "layers", None)
     if layers is None:
         raise RecipeError("this architecture does not expose decoder layers to freeze",

@@ -103,7 +103,7 @@ def create_job(request: JobCreate, state: Annotated[ServerState, Depends(server)
 def _recipe(request: JobCreate, job_id: str, method: str, hyper: Hyperparameters,
             grader: dict[str, Any] | None, train: str, validation: str | None,
             state: ServerState) -> dict[str, Any]:
-    from tunesmith.train.methods import apply_api_method
+    from tunesmith.serve.methods import apply_api_method
 
     extension: dict[str, Any] = {}
     for key, value in (request.tunesmith.set if request.tunesmith else {}).items():

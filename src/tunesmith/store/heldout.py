@@ -25,9 +25,9 @@ def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> l
 
     from tunesmith.data.load import load_dataset
     from tunesmith.data.render import Renderer
+    from tunesmith.evaluate.heldout import evaluate
     from tunesmith.hardware import pick_device
     from tunesmith.recipe import build_recipe
-    from tunesmith.train.loop import evaluate
     from tunesmith.train.objectives import make_objective
 
     recipe: dict[str, Any] = model.recipe
@@ -35,7 +35,7 @@ def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> l
     training = recipe.get("training") or {}
     method = recipe.get("method", "sft")
     if method == "reward":
-        from tunesmith.train.objectives.reward import load_reward_model
+        from tunesmith.train.objectives.reward_model import load_reward_model
 
         network, tokenizer = load_reward_model(model_target(model), device)
     else:

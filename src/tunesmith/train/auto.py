@@ -49,7 +49,7 @@ def resolve_auto(recipe: Recipe, examples: int, longest: int,
         budget = GPU_MICRO_BATCH_TOKENS if on_gpu else CPU_MICRO_BATCH_TOKENS
         training.micro_batch_tokens = chosen["micro_batch_tokens"] = max(budget, longest)
     if resolved.preference.beta == "auto" and resolved.method == "dpo":
-        from tunesmith.train.objectives.preference import resolve_beta
+        from tunesmith.train.objectives.dpo import resolve_beta
 
         resolved.preference.beta = chosen["preference.beta"] = resolve_beta(resolved.preference)
     steps_per_epoch = math.ceil(examples / int(training.batch_size))

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from tunesmith.data.pack import IGNORE_INDEX
-from tunesmith.train.loss import TILE_LOGITS, causal_lm, hidden_states
+from tunesmith.model.adapters import causal_lm
+from tunesmith.train.loss import TILE_LOGITS, hidden_states
 
 
 def _chunk(part: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,

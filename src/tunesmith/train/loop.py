@@ -21,6 +21,7 @@ import torch
 from tunesmith.data.pack import plan_epoch
 from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
+from tunesmith.evaluate.heldout import evaluate
 from tunesmith.hardware import pick_device, pick_dtype
 from tunesmith.model.adapters import apply_adapter, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
@@ -30,7 +31,7 @@ from tunesmith.train import distributed as dist
 from tunesmith.train import stopping
 from tunesmith.train.auto import resolve_auto
 from tunesmith.train.data import prepare_data
-from tunesmith.train.objectives import Objective, make_objective, summarise_tokens
+from tunesmith.train.objectives import make_objective
 from tunesmith.train.reporting import Fanout, MetricsFile, MLflowReporter, Reporter, TensorBoardReporter
 from tunesmith.train.run import RunDir, RunFolderGone
 
@@ -85,31 +86,6 @@ def _reporters(recipe: Recipe, run: RunDir, extra: Sequence[Reporter]) -> Fanout
     if "mlflow" in recipe.training.report_to:
         reporters.append(MLflowReporter(run.path.name, recipe.model_dump(mode="json")["training"]))
     return Fanout(reporters)
-
-
-# --- evaluation on held-out examples -------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, objective: Objective, examples: Sequence[Any], budget: int,
-             device: torch.device, parallel: dist.Parallel | None = None) -> dict[str, float]:
-    """The objective's metrics over held-out examples (loss, token accuracy for SFT), packed like
-    training (under several processes: each rank its share, sums reduced over ranks)."""
-    was_training = model.training
-    model.eval()
-    parallel = parallel or dist.Parallel(dist.SINGLE, model, objective)
-    lengths = [len(e) for e in examples]
-    totals: dict[str, float] = {}
-    for micro, real in dist.shard_examples(parallel.ctx, range(len(examples)), lengths, budget):
-        batch = objective.collate([examples[i] for i in micro]).to(device)
-        _, metrics = parallel(batch)
-        for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + (value if real else 0.0)
-    model.train(was_training)
-    return objective.summarise(dist.sum_metrics(parallel.ctx, totals))
-
-
-summarise = summarise_tokens  # SFT's summary, kept under its old name for callers of the loop
 
 
 # --- the loop ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from tunesmith.data.pack import IGNORE_INDEX
+from tunesmith.model.adapters import causal_lm
 
 
 @dataclass(slots=True)
@@ -39,12 +40,6 @@ class TokenLoss:
     loss_sum: torch.Tensor
     correct: torch.Tensor
     tokens: int
-
-
-def causal_lm(model: torch.nn.Module) -> Any:
-    """The underlying transformers causal LM, also when wrapped by PEFT."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 TILE_LOGITS = 1 << 23

@@ -1,87 +1,40 @@
-"""Objectives: each method is a small object that turns a micro-batch into a summed loss
-and summed metrics. The one training loop never branches on the method.
+"""Objectives: one per training method, found by the method's name (`method: dpo` is dpo.py).
 
-Besides the loss, an objective owns what differs between methods and nothing else: how a
-record becomes a training example (`render_example`), what the model needs before training
-starts (`prepare`: a reference model, precomputed reference log-probabilities, a tokenizer
-for sampling) and how summed metrics become reported ones (`summarise`). `head` says which
-model class the base is loaded as ("causal_lm", or "score" for a scalar reward head).
+OBJECTIVES is the table the loop, evaluation and the registry build an objective from; adding
+a method is a module with its objective class and one row here (base.py: the shape they share).
 """
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-
-from tunesmith.data.render import fit_length
 from tunesmith.errors import RecipeError
+from tunesmith.train.objectives.base import Objective, render_supervised, summarise_tokens
+from tunesmith.train.objectives.dpo import PreferenceObjective
+from tunesmith.train.objectives.grpo import GroupRelativeObjective
+from tunesmith.train.objectives.reward import RewardObjective
+from tunesmith.train.objectives.sft import SupervisedObjective
 
 if TYPE_CHECKING:
-    from tunesmith.data.records import Record
-    from tunesmith.data.render import Renderer
     from tunesmith.recipe import Recipe
 
+__all__ = ["OBJECTIVES", "Objective", "make_objective", "render_supervised", "summarise_tokens"]
 
-class Objective(Protocol):
-    name: str
-    head: str
-
-    def render_example(self, renderer: Renderer, record: Record, max_length: int,
-                       overlong: str) -> tuple[Any | None, bool]:
-        """The training example of a record (None: dropped as overlong), and whether it was cut."""
-
-    def prepare(self, model: torch.nn.Module, tokenizer: Any, datasets: list[list[Any]],
-                budget: int, device: torch.device) -> None:
-        """Called once the adapter is applied and before any checkpoint is loaded into it."""
-
-    def collate(self, examples: list[Any]) -> Any:
-        """Build one micro-batch from rendered examples."""
-
-    def units(self, batch: Any) -> int:
-        """What the loss is normalised over (trained tokens for SFT, pairs for DPO)."""
-
-    def __call__(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Summed loss over the batch's units, and summed metrics."""
-
-    def summarise(self, totals: dict[str, float]) -> dict[str, float]:
-        """Reported metrics from the summed ones of a step or an evaluation; includes "loss"."""
-
-
-def render_supervised(renderer: Renderer, record: Record, max_length: int,
-                      overlong: str) -> tuple[Any | None, bool]:
-    example = renderer.render(record)
-    fitted = fit_length(example, max_length, overlong)
-    return fitted, fitted is not None and fitted is not example
-
-
-def summarise_tokens(totals: dict[str, float]) -> dict[str, float]:
-    tokens = max(totals.get("tokens", 0.0), 1.0)
-    loss = totals.get("loss", 0.0) / tokens
-    return {"loss": loss, "token_accuracy": totals.get("correct", 0.0) / tokens,
-            "perplexity": math.exp(min(loss, 50.0)), "tokens": totals.get("tokens", 0.0)}
+# method -> objective built from the recipe and the loss's chunk size (training.loss_chunk_tokens)
+OBJECTIVES: dict[str, Callable[[Recipe, int], Objective]] = {
+    "sft": lambda recipe, chunk_tokens: SupervisedObjective(chunk_tokens),
+    "dpo": lambda recipe, chunk_tokens: PreferenceObjective(recipe.preference, chunk_tokens),
+    "reward": lambda recipe, chunk_tokens: RewardObjective(recipe.preference),
+    "grpo": lambda recipe, chunk_tokens: GroupRelativeObjective(recipe.reinforcement, chunk_tokens),
+}
 
 
 def make_objective(method: str, chunk_tokens: int, recipe: Recipe | None = None) -> Objective:
+    """The objective of `method`; without a recipe, with that method's default settings."""
     from tunesmith.recipe import Recipe
 
-    recipe = recipe or Recipe(method=method)
-    if method == "sft":
-        from tunesmith.train.objectives.sft import SupervisedObjective
-
-        return SupervisedObjective(chunk_tokens)
-    if method == "dpo":
-        from tunesmith.train.objectives.preference import PreferenceObjective
-
-        return PreferenceObjective(recipe.preference, chunk_tokens)
-    if method == "reward":
-        from tunesmith.train.objectives.reward import RewardObjective
-
-        return RewardObjective(recipe.preference)
-    if method == "grpo":
-        from tunesmith.train.objectives.grpo import GroupRelativeObjective
-
-        return GroupRelativeObjective(recipe.reinforcement, chunk_tokens)
-    raise RecipeError(f"method '{method}' is not available", where="method",
-                      fix="use one of: sft, dpo, reward, grpo")
+    if method not in OBJECTIVES:
+        raise RecipeError(f"method '{method}' is not available", where="method",
+                          fix=f"use one of: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[method](recipe or Recipe(method=method), chunk_tokens)

@@ -42,34 +42,16 @@ ADVANTAGE_EPS = 1e-4
 
 # --- graders ---------------------------------------------------------------------------
 
-_REWARD_MODEL_KEYS = {"type", "name", "path"}
-
-
 def make_graders(configs: Sequence[dict[str, Any]]) -> list[Grader]:
-    """Graders from their recipe configs: every kind evaluation grades with
-    (tunesmith.evaluate.graders: the hosted API's string_check, text_similarity, python, multi,
-    and tunesmith's own), so training and evaluation grade alike; plus
-    {"type": "reward_model", "path": RUN_OR_FOLDER}, a model trained with method: reward."""
+    """Graders from their recipe configs: every kind evaluation grades with (the table in
+    tunesmith.evaluate.graders: the hosted API's string_check, text_similarity, python, multi,
+    tunesmith's own, and reward_model, a model trained with method: reward), so training and
+    evaluation grade alike."""
     from tunesmith.evaluate.graders import build_grader
+    from tunesmith.train.objectives.reward_model import load_reward_scorer
 
-    graders: list[Grader] = []
-    for index, config in enumerate(configs):
-        where = f"reinforcement.graders[{index}]"
-        if not (isinstance(config, dict) and config.get("type") == "reward_model"):
-            graders.append(build_grader(config, where))
-            continue
-        unknown = sorted(set(config) - _REWARD_MODEL_KEYS)
-        if unknown:
-            raise RecipeError(f"unknown key '{unknown[0]}' in a reward_model grader",
-                              where=f"{where}.{unknown[0]}",
-                              fix=f"allowed: {', '.join(sorted(_REWARD_MODEL_KEYS))}")
-        if not isinstance(config.get("path"), str):
-            raise RecipeError("a reward_model grader needs 'path'", where=f"{where}.path",
-                              fix="point it at a run trained with method: reward")
-        from tunesmith.train.objectives.reward import load_reward_scorer
-
-        graders.append(load_reward_scorer(config["path"]))
-    return graders
+    return [build_grader(config, f"reinforcement.graders[{index}]", load_reward_scorer)
+            for index, config in enumerate(configs)]
 
 
 # --- examples and batches ----------------------------------------------------------------

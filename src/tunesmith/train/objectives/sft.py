@@ -9,7 +9,7 @@ import torch
 from tunesmith.data.pack import PackedBatch, collate_packed
 from tunesmith.data.render import RenderedExample
 from tunesmith.train.loss import token_loss
-from tunesmith.train.objectives import render_supervised, summarise_tokens
+from tunesmith.train.objectives.base import render_supervised, summarise_tokens
 
 
 class SupervisedObjective:
