@@ -28,7 +28,7 @@ import tunesmith
 from tests.conftest import colour_chats, write_jsonl
 from tunesmith.recipe import load_recipe
 from tunesmith.train import checkpoint as ckpt
-from tunesmith.train.distributed import launch
+from tunesmith.train.launch import launch
 from tunesmith.train.loop import train
 from tunesmith.train.run import RunDir
 

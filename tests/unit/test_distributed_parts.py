@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from tunesmith.data.pack import pack_indices, plan_epoch
+from tunesmith.errors import RecipeError
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train import distributed as dist
+from tunesmith.train import launch
 
 
 def ranks(world: int) -> list[dist.Distributed]:
@@ -63,23 +65,23 @@ def failure(timestamp: int, exitcode: int) -> types.SimpleNamespace:
 
 def test_the_rank_that_failed_first_is_named() -> None:
     # Same second: the rank stopped by the agent's SIGTERM is a consequence, not the cause.
-    assert dist.root_failure({0: failure(100, 143), 1: failure(100, 3)})[0] == 1
-    assert dist.root_failure({0: failure(100, -15), 1: failure(100, 1)})[0] == 1
-    assert dist.root_failure({0: failure(99, 1), 1: failure(100, 3)})[0] == 0
-    assert dist.describe_exit(3) == "exit code 3"
-    assert dist.describe_exit(-9) == "stopped by SIGKILL"
-    assert dist.describe_exit(143) == "stopped by SIGTERM"
+    assert launch.root_failure({0: failure(100, 143), 1: failure(100, 3)})[0] == 1
+    assert launch.root_failure({0: failure(100, -15), 1: failure(100, 1)})[0] == 1
+    assert launch.root_failure({0: failure(99, 1), 1: failure(100, 3)})[0] == 0
+    assert launch.describe_exit(3) == "exit code 3"
+    assert launch.describe_exit(-9) == "stopped by SIGKILL"
+    assert launch.describe_exit(143) == "stopped by SIGTERM"
 
 
 def test_launch_command_for_a_recipe_and_for_a_run_folder(tmp_path) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("{}")
-    command = dist.train_command(recipe, 4, ["--set", "training.epochs=1"])
+    command = launch.train_command(recipe, 4, ["--set", "training.epochs=1"])
     assert command[1:] == ["-m", "tunesmith", "train", str(recipe), "--nproc", "4",
                            "--set", "training.epochs=1"]
-    assert dist.train_command(tmp_path, 2)[4:6] == ["--resume", str(tmp_path)]
-    with pytest.raises(dist.RecipeError, match="at least 1"):
-        dist.launch(recipe, 0)
+    assert launch.train_command(tmp_path, 2)[4:6] == ["--resume", str(tmp_path)]
+    with pytest.raises(RecipeError, match="at least 1"):
+        launch.launch(recipe, 0)
 
 
 def test_lost_peer_becomes_a_short_error(monkeypatch) -> None:

@@ -105,7 +105,8 @@ def _launch(args: argparse.Namespace) -> int:
     """Re-run this command as N ranks; the ranks load and validate the recipe themselves."""
     from tunesmith.errors import RecipeError
     from tunesmith.recipe import load_recipe
-    from tunesmith.train.distributed import env_world_size, run_workers
+    from tunesmith.train.distributed import env_world_size
+    from tunesmith.train.launch import run_workers
 
     if env_world_size() > 1:
         raise RecipeError("--nproc given inside a torchrun job", where="--nproc",

@@ -17,6 +17,10 @@ Adapters (LoRA/DoRA) train under DDP. Full fine-tuning uses FSDP2 (`fully_shard`
 on CPU (gloo) it uses DDP, because FSDP2 is only built and checked for GPUs. Checkpoints of
 multi-process runs are written with torch.distributed.checkpoint (DCP), which reshards on load,
 so a run saved by N processes resumes with M, M=1 included (no process group needed).
+
+This module holds the ranks and their collectives, each rank's share of the data and the
+wrapped model; checkpoints in either layout are train/checkpoint_parallel.py, starting and
+supervising the ranks train/launch.py.
 """
 
 from __future__ import annotations
@@ -25,13 +29,7 @@ import contextlib
 import inspect
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import uuid
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,7 +40,6 @@ import torch
 
 from tunesmith.data.pack import Step, pack_indices
 from tunesmith.errors import RecipeError, TunesmithError
-from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.run import RunDir
 
 TIMEOUT_ENV = "TUNESMITH_DIST_TIMEOUT"
@@ -50,13 +47,6 @@ DEFAULT_TIMEOUT_S = 600
 """How long a collective waits for a rank that neither answers nor dies (a rank that dies is
 noticed by torchrun's agent within a second). Longer than any pause between collectives: rank 0
 alone writing a checkpoint's trainer state or the final adapter."""
-
-DCP_FOLDER = "dcp"
-
-
-class WorkerFailed(TunesmithError):
-    """A training process of a multi-process run failed; the others were stopped."""
-
 
 class PeerLost(TunesmithError):
     """A collective failed on this rank because another rank died or stopped answering."""
@@ -348,101 +338,6 @@ def grad_norm_value(norm: torch.Tensor) -> float:
     return float(full() if callable(full) else norm)
 
 
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def _dcp_options() -> Any:
-    """Trained tensors only (frozen base weights come from the base model). Not strict: the model
-    holds frozen tensors the checkpoint leaves out; a trained tensor missing from a checkpoint
-    still fails, in dcp.load."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(ignore_frozen_params=True, strict=False)
-
-
-def save_checkpoint(ctx: Distributed, folder: Path, step: int, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]) -> ckpt.Checkpoint:
-    """A single process keeps the safetensors layout (train/checkpoint.py). Several processes
-    write trained weights and optimizer state with DCP, each rank its own part (DDP: rank 0
-    writes the one replica), and each rank its RNG state; rank 0 seals the folder as usual: fsync,
-    COMPLETE marker, rename. Every rank returns the same Checkpoint."""
-    from tunesmith.model.adapters import trainable_state
-
-    if not ctx.enabled:
-        return ckpt.save_checkpoint(folder, step, trainable_state(model), optimizer.state_dict(),
-                                    trainer_state)
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
-    tmp = folder / f".tmp-{ckpt.checkpoint_name(step)}-dist"
-    if ctx.is_main:
-        tmp = ckpt.temp_folder(folder, step, "dist")
-    barrier(ctx)
-    model_state, optimizer_state = get_state_dict(model, optimizer, options=_dcp_options())
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / DCP_FOLDER)
-    torch.save(ckpt.rng_state(), tmp / f"rng-{ctx.rank}.pt")
-    barrier(ctx)
-    if ctx.is_main:
-        ckpt.seal(folder, tmp, step, {**trainer_state, "world_size": ctx.world_size})
-    barrier(ctx)
-    return ckpt.Checkpoint(folder / ckpt.checkpoint_name(step), step)
-
-
-def restore(ctx: Distributed, checkpoint: ckpt.Checkpoint, model: torch.nn.Module,
-            optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load a checkpoint written by any number of processes into this run; returns the trainer
-    state. DCP reshards to this world size; RNG states come back per rank where the rank existed."""
-    from tunesmith.model.adapters import load_trainable_state
-
-    if not (checkpoint.path / DCP_FOLDER).exists():
-        if ctx.fsdp:
-            raise TunesmithError(
-                "a single-process full fine-tuning checkpoint cannot be loaded into FSDP2 shards",
-                where=str(checkpoint.path), fix="resume it with one process, or start the run with --nproc")
-        weights, extra, state = ckpt.load_checkpoint(checkpoint)
-        load_trainable_state(model, weights)
-        optimizer.load_state_dict(extra["optimizer"])
-        ckpt.restore_rng(extra["rng"])
-        return state
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    model_state, optimizer_state = get_state_dict(model, optimizer, options=_dcp_options())
-    state = {"model": model_state, "optimizer": optimizer_state}
-    with warnings.catch_warnings():  # loading without a process group is what is meant here
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
-        dcp.load(state, checkpoint_id=checkpoint.path / DCP_FOLDER, no_dist=not ctx.enabled)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                   options=_dcp_options())
-    rng = checkpoint.path / f"rng-{ctx.rank}.pt"
-    if rng.exists():
-        ckpt.restore_rng(torch.load(rng, weights_only=True))
-    return checkpoint.state
-
-
-def save_final(ctx: Distributed, model: torch.nn.Module, tokenizer: Any, tmp: Path, final: Path) -> None:
-    """The trained adapter or model, written by rank 0 into `tmp` and renamed to `final`.
-    Under FSDP2 the full weights are gathered first (a collective every rank joins)."""
-    from tunesmith.model.adapters import save_final as save_folder
-
-    state = None
-    if ctx.fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if ctx.is_main:
-        if state is None:
-            save_folder(model, tokenizer, tmp)
-        else:
-            tmp.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    barrier(ctx)
-
-
 # --- failures -------------------------------------------------------------------------------
 
 
@@ -468,84 +363,3 @@ def peer_lost(ctx: Distributed, exc: BaseException) -> PeerLost | None:
                     where=f"rank {ctx.rank}",
                     fix="the rank that failed first has the error to read; if one hangs, collectives "
                         f"give up after {TIMEOUT_ENV} seconds (default {DEFAULT_TIMEOUT_S})")
-
-
-# --- launching -------------------------------------------------------------------------------
-
-
-def train_command(recipe_path_or_run_dir: str | Path, nproc: int,
-                  extra_args: Sequence[str] = ()) -> list[str]:
-    """The command line `launch` runs."""
-    target = Path(recipe_path_or_run_dir)
-    what = ["--resume", str(target)] if target.is_dir() else [str(target)]
-    return [sys.executable, "-m", "tunesmith", "train", *what, "--nproc", str(nproc), *extra_args]
-
-
-def launch(recipe_path_or_run_dir: str | Path, nproc: int, extra_args: Sequence[str] = (),
-           **popen: Any) -> subprocess.Popen:
-    """Start `tunesmith train RECIPE --nproc N` (or `--resume RUN_DIR` for a run folder) as a child
-    process, for a caller that watches it (the server's worker). Its return code is 0 on success,
-    non-zero with a message naming the failed rank on stderr otherwise; SIGTERM to it stops every
-    rank (the run stays resumable from its last checkpoint). `extra_args` are more train arguments:
-    `--set KEY=VALUE`, `--job JOB_ID` to run an existing queued registry job. `popen` goes to
-    subprocess.Popen (stdout, env, cwd...)."""
-    if nproc < 1:
-        raise RecipeError(f"nproc must be at least 1, got {nproc}", where="--nproc")
-    return subprocess.Popen(train_command(recipe_path_or_run_dir, nproc, extra_args), **popen)
-
-
-def _stopped_by(code: int) -> int | None:
-    """The signal behind an exit code: -N from the OS, 128+N from a rank that unwound on SIGTERM."""
-    if code < 0:
-        return -code
-    return code - 128 if code - 128 in (signal.SIGTERM, signal.SIGINT) else None
-
-
-def describe_exit(code: int) -> str:
-    number = _stopped_by(code)
-    if number is None:
-        return f"exit code {code}"
-    try:
-        return f"stopped by {signal.Signals(number).name}"
-    except ValueError:
-        return f"stopped by signal {number}"
-
-
-def run_workers(nproc: int, args: Sequence[str]) -> None:
-    """Run `python ARGS` as `nproc` ranks on this machine under torchrun's elastic agent (what
-    `torchrun --standalone --nproc-per-node N` does), in this process. When any rank fails the
-    agent stops the others within a second, and this raises WorkerFailed naming the rank."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    # One compute thread per core share, as torchrun sets it; oversubscribed cores crawl.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-                          monitor_interval=0.5)
-    try:
-        elastic_launch(config, sys.executable)(*args)
-    except SignalException as exc:  # the agent passed the signal on to the ranks and stopped them
-        if exc.sigval == signal.SIGINT:
-            raise KeyboardInterrupt from None
-        raise WorkerFailed(f"the training processes were stopped by {exc.sigval.name}",
-                           fix="a checkpointed run continues with `tunesmith train --resume RUN_DIR`",
-                           ) from None
-    except ChildFailedError as exc:
-        rank, failure = root_failure(exc.failures)
-        others = ", ".join(f"rank {r} ({describe_exit(f.exitcode)})"
-                           for r, f in sorted(exc.failures.items()) if r != rank)
-        also = f"; then stopped: {others}" if others else ""
-        raise WorkerFailed(
-            f"training process rank {rank} failed ({describe_exit(failure.exitcode)}){also}",
-            where=f"rank {rank}",
-            fix="see that rank's error above; a checkpointed run continues with "
-                "`tunesmith train --resume RUN_DIR --nproc N` (any N)") from None
-
-
-def root_failure(failures: dict[int, Any]) -> tuple[int, Any]:
-    """The rank that failed first. torchrun's agent stamps failures in whole seconds, so ties are
-    common; a rank it stopped with SIGTERM itself (after seeing another fail) is never the cause."""
-    return min(failures.items(), key=lambda item: (item[1].timestamp,
-                                                   _stopped_by(item[1].exitcode) == signal.SIGTERM, item[0]))

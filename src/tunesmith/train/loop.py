@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,12 @@ from tunesmith.model.adapters import apply_adapter, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
 from tunesmith.train import checkpoint as ckpt
+from tunesmith.train import checkpoint_parallel as pckpt
 from tunesmith.train import distributed as dist
 from tunesmith.train import stopping
 from tunesmith.train.auto import resolve_auto
 from tunesmith.train.data import prepare_data
-from tunesmith.train.objectives import make_objective
+from tunesmith.train.objectives import Objective, make_objective
 from tunesmith.train.reporting import Fanout, MetricsFile, MLflowReporter, Reporter, TensorBoardReporter
 from tunesmith.train.run import RunDir, RunFolderGone
 
@@ -43,7 +45,7 @@ class TrainingDiverged(TunesmithError):
 @dataclass(slots=True)
 class TrainResult:
     run_dir: Path
-    status: str
+    status: Outcome
     steps: int
     final_dir: Path | None
     best_step: int | None
@@ -102,6 +104,56 @@ class _Progress:
     tokens_seen: int = 0
 
 
+class Outcome(StrEnum):
+    """How the step loop ended (the end record's status; a TrainResult's status)."""
+
+    SUCCEEDED = "succeeded"  # the planned steps are done; final/ is written
+    STOPPED = "stopped"  # asked to stop: a checkpoint of the last step, no final model
+    STOPPED_EARLY = "stopped_early"  # early stopping: final/ is written, the run succeeded
+
+    @property
+    def run_status(self) -> str:
+        """The status run.json keeps: an early-stopped run succeeded."""
+        return "succeeded" if self is Outcome.STOPPED_EARLY else self.value
+
+
+@dataclass(slots=True)
+class _Session:
+    """What set-up prepares for the step loop and the finish."""
+
+    ctx: dist.Distributed
+    run: RunDir
+    resolved: Recipe
+    device: torch.device
+    tokenizer: Any
+    objective: Objective
+    data: Any
+    budget: int
+    model: torch.nn.Module
+    parallel: dist.Parallel
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    lengths: list[int]
+    total_steps: int
+    progress: _Progress
+    reporter: Fanout
+    saved_step: int = 0  # a checkpoint of step 0 holds nothing new
+
+    def save(self) -> None:
+        """A checkpoint of the current step; older ones pruned, the best kept."""
+        self.run.require()
+        progress = self.progress
+        state = {"progress": asdict(progress), "scheduler": self.scheduler.state_dict()}
+        saved = pckpt.save_checkpoint(self.ctx, self.run.checkpoints, progress.step, self.model,
+                                      self.optimizer, state)
+        self.reporter.report({"type": "checkpoint", "step": progress.step, "path": str(saved.path)})
+        protect = {progress.best_step} if progress.best_step is not None else set()
+        if self.ctx.is_main:
+            ckpt.prune(self.run.checkpoints, self.resolved.training.keep_checkpoints, protect)
+        self.saved_step = progress.step
+
+
 def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
           overrides: Sequence[str] = (), reporters: Sequence[Reporter] = (),
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
@@ -151,6 +203,15 @@ def _open_run(recipe: Recipe | None, resume_dir: Path | str | None,
 def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str | None,
            overrides: tuple[str, ...], reporters: Sequence[Reporter],
            should_stop: Callable[[], bool] | None) -> TrainResult:
+    """Set-up, the step loop, the finish: each its own function, the outcome typed."""
+    session = _set_up(ctx, recipe, resume_dir, overrides, reporters)
+    outcome = _run_steps(session, should_stop)
+    return _finish(session, outcome)
+
+
+def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str | None,
+            overrides: tuple[str, ...], reporters: Sequence[Reporter]) -> _Session:
+    """Pre-flight, model, optimizer and schedule, resumed state, the start record."""
     run, recipe = dist.share_run(ctx, *(_open_run(recipe, resume_dir, overrides) if ctx.is_main
                                         else (None, None)))
     torch.manual_seed(recipe.training.seed)
@@ -208,7 +269,7 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
             where="training.max_steps" if training.max_steps else "training.epochs",
             fix=f"let it end at step {latest.step} or later")
     if latest is not None:
-        state = dist.restore(ctx, latest, model, optimizer)
+        state = pckpt.restore(ctx, latest, model, optimizer)
         scheduler.load_state_dict(state["scheduler"])
         progress = _Progress(**state["progress"])
     if run.metrics_file.exists():
@@ -225,30 +286,27 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     if expert_note:
         reporter.report({"type": "event", "step": progress.step, "level": "warning", "message": expert_note})
 
-    saved_step = latest.step if latest is not None else 0  # a checkpoint of step 0 holds nothing new
+    return _Session(ctx, run, resolved, device, tokenizer, objective, data, budget, model, parallel,
+                    params, optimizer, scheduler, lengths, total_steps, progress, reporter,
+                    saved_step=latest.step if latest is not None else 0)
 
-    def save() -> None:
-        nonlocal saved_step
-        run.require()
-        state = {"progress": asdict(progress), "scheduler": scheduler.state_dict()}
-        saved = dist.save_checkpoint(ctx, run.checkpoints, progress.step, model, optimizer, state)
-        reporter.report({"type": "checkpoint", "step": progress.step, "path": str(saved.path)})
-        protect = {progress.best_step} if progress.best_step is not None else set()
-        if ctx.is_main:
-            ckpt.prune(run.checkpoints, training.keep_checkpoints, protect)
-        saved_step = progress.step
 
+def _run_steps(s: _Session, should_stop: Callable[[], bool] | None) -> Outcome:
+    """Optimizer steps until the run's end, a stop request or early stopping; evaluations and
+    checkpoints on their cadence. On any failure the run folder says so before it propagates."""
+    ctx, run, data, progress, reporter = s.ctx, s.run, s.data, s.progress, s.reporter
+    training, budget, lengths = s.resolved.training, s.budget, s.lengths
     if progress.step == 0 and data.validation:
         # The untrained model's held-out loss: the point every later evaluation is judged against.
         reporter.report({"type": "eval", "step": 0, "baseline": True,
-                         **evaluate(model, objective, data.validation, budget, device, parallel)})
-    status = "succeeded"
+                         **evaluate(s.model, s.objective, data.validation, budget, s.device, s.parallel)})
+    status = Outcome.SUCCEEDED
     plans: dict[int, list[list[list[int]]]] = {}
-    model.train()
+    s.model.train()
     try:
-        while progress.step < total_steps:
+        while progress.step < s.total_steps:
             if dist.agree(ctx, should_stop is not None and should_stop()):
-                status = "stopped"
+                status = Outcome.STOPPED
                 break
             run.require()
             if progress.epoch not in plans:
@@ -258,29 +316,30 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
             started = time.perf_counter()
             step_examples = [([data.train[i] for i in micro], real) for micro, real in
                              dist.shard_step(ctx, plan[progress.step_in_epoch], lengths, budget)]
-            metrics = _train_step(parallel, optimizer, params, training.max_grad_norm, step_examples, device)
+            metrics = _train_step(s.parallel, s.optimizer, s.params, training.max_grad_norm, step_examples,
+                                  s.device)
             if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
                 raise TrainingDiverged(
                     f"loss became {metrics['loss']} (grad norm {metrics['grad_norm']}) at step "
                     f"{progress.step + 1}", where=str(run.path),
                     fix="lower training.learning_rate or keep max_grad_norm set; the last good "
                         "checkpoint is kept")
-            scheduler.step()
+            s.scheduler.step()
             elapsed = time.perf_counter() - started
             progress.step += 1
             progress.step_in_epoch += 1
             progress.tokens_seen += int(metrics["real_tokens"])
             reporter.report({"type": "train", "step": progress.step, "epoch": progress.epoch,
-                             "learning_rate": scheduler.get_last_lr()[0],
+                             "learning_rate": s.scheduler.get_last_lr()[0],
                              "tokens_per_second": metrics["real_tokens"] / max(elapsed, 1e-9),
                              "elapsed": elapsed, **metrics})
             if progress.step_in_epoch == len(plan):
                 progress.epoch += 1
                 progress.step_in_epoch = 0
-            last = progress.step == total_steps
+            last = progress.step == s.total_steps
             saved = stop_early = False
             if data.validation and (progress.step % int(training.eval_every) == 0 or last):
-                result = evaluate(model, objective, data.validation, budget, device, parallel)
+                result = evaluate(s.model, s.objective, data.validation, budget, s.device, s.parallel)
                 improved = progress.best_loss is None or result["loss"] < progress.best_loss
                 if improved:
                     progress.best_loss, progress.best_step, progress.bad_evals = \
@@ -291,14 +350,14 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
                 patience = training.early_stopping_patience
                 stop_early = patience is not None and progress.bad_evals >= patience
                 if improved:
-                    save()
+                    s.save()
                     saved = True
             if not saved and (progress.step % int(training.save_every) == 0 or last):
-                save()
+                s.save()
             if stop_early:
                 reporter.report({"type": "event", "step": progress.step,
                                  "message": f"early stopping: no improvement in {patience} evaluations"})
-                status = "stopped_early"
+                status = Outcome.STOPPED_EARLY
                 break
     except TrainingDiverged as exc:
         with stopping.unwinding():
@@ -316,26 +375,32 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
                 run.update_info(status="interrupted", finished=time.time())
             reporter.close()
         raise
+    return status
 
+
+def _finish(s: _Session, status: Outcome) -> TrainResult:
+    """The final model (unless stopped: then a checkpoint of the last step), the run's record,
+    evaluation when the recipe asks for it, and the end record."""
+    ctx, run, progress, reporter, resolved = s.ctx, s.run, s.progress, s.reporter, s.resolved
     final_dir = None
-    if status != "stopped":
+    if status != Outcome.STOPPED:
         run.require()
-        dist.save_final(ctx, model, tokenizer, run.path / ".final-tmp", run.final)
+        pckpt.save_final(ctx, s.model, s.tokenizer, run.path / ".final-tmp", run.final)
         final_dir = run.final
-    elif progress.step > saved_step:
-        save()
+    elif progress.step > s.saved_step:
+        s.save()
     best_checkpoint = str(run.checkpoints / ckpt.checkpoint_name(progress.best_step)) \
         if progress.best_step is not None else None
-    run.update_info(status=status if status != "stopped_early" else "succeeded", steps=progress.step,
+    run.update_info(status=status.run_status, steps=progress.step,
                     best_step=progress.best_step, best_validation_loss=progress.best_loss,
                     best_checkpoint=best_checkpoint, tokens_seen=progress.tokens_seen,
-                    early_stopped=status == "stopped_early", finished=time.time())
+                    early_stopped=status == Outcome.STOPPED_EARLY, finished=time.time())
     if final_dir is not None and resolved.evaluation.enabled and ctx.is_main:
         # Before "end", so the report joins the registered model; rank 0 alone, like every write.
         from tunesmith.evaluate.runner import evaluate_after_training
 
-        evaluate_after_training(run.path, reporter.report, str(device))
-    reporter.report({"type": "end", "step": progress.step, "status": status,
+        evaluate_after_training(run.path, reporter.report, str(s.device))
+    reporter.report({"type": "end", "step": progress.step, "status": str(status),
                      "final_dir": str(final_dir) if final_dir else None})
     reporter.close()
     return TrainResult(run.path, status, progress.step, final_dir, progress.best_step, progress.best_loss)
