@@ -91,7 +91,7 @@ def make_run(folder: Path, train: Path, validation: Path | None = None, *, losse
     (folder / "run.json").write_text(json.dumps({"status": status, "started": 1.0, "finished": 2.0}))
     checkpoint = folder / "checkpoints" / f"step-{len(losses):08d}"
     checkpoint.mkdir(parents=True)
-    (checkpoint / "COMPLETE").write_text("{}")
+    (checkpoint / "COMPLETE").write_text('{"files": {}}')  # train/checkpoint.py's marker, no files
     (folder / "final").mkdir()
     (folder / "final" / "adapter_config.json").write_text("{}")
     return folder

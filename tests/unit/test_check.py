@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from tunesmith.cli import main
-from tunesmith.data import check as check_module
+from tunesmith.data import check_parts, check_scan
 from tunesmith.data.check import CheckReport, check_dataset
 from tunesmith.data.load import load_dataset
 from tunesmith.data.render import Renderer
@@ -103,7 +103,7 @@ def test_preview_shows_which_tokens_are_trained(tmp_path: Path, model: str) -> N
 def test_preview_pieces_read_as_the_decoded_text(model: str) -> None:
     tokenizer = load_tokenizer(resolve_model(model))
     ids = tokenizer("Café 😀 naïve  spaces\tand ünïcödé", add_special_tokens=False)["input_ids"]
-    pieces = check_module.preview_tokens(tokenizer, ids, [i % 2 for i in range(len(ids))])
+    pieces = check_scan.preview_tokens(tokenizer, ids, [i % 2 for i in range(len(ids))])
     assert "".join(text for text, _ in pieces) == tokenizer.decode(ids)
     assert any(trained for _, trained in pieces) and not all(trained for _, trained in pieces)
 
@@ -119,7 +119,7 @@ def test_trained_tokens_are_estimated_past_the_exact_limit(tmp_path: Path, model
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_jsonl(tmp_path / "train.jsonl", distinct_chats(120, seed=7))
     exact = check_dataset(path, model=model).tokens
-    monkeypatch.setattr(check_module, "EXACT_LIMIT", 16)
+    monkeypatch.setattr(check_scan, "EXACT_LIMIT", 16)
     sampled = check_dataset(path, model=model).tokens
     assert exact is not None and sampled is not None
     assert exact.trained_exact and not sampled.trained_exact
@@ -359,7 +359,7 @@ def test_repeated_findings_are_grouped(tmp_path: Path) -> None:
     lines = [json.dumps(row) for row in distinct_chats(10)] + ["{not json"] * 45
     report = check_dataset(write_lines(tmp_path / "train.jsonl", lines), model=None)
     kept = found(report, "invalid_json")
-    assert len(kept) == check_module.MAX_LOCATIONS and kept[0].endswith(":11:2")
+    assert len(kept) == check_parts.MAX_LOCATIONS and kept[0].endswith(":11:2")
     assert report.finding_counts["invalid_json"] == 45 and report.errors == 45
     (code, shown, total), *_ = [g for g in report.groups() if g[0] == "invalid_json"]
     assert (code, len(shown), total) == ("invalid_json", 20, 45)

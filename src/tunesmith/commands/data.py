@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from tunesmith.data.check import CheckReport, PreviewToken
+    from tunesmith.data.check_report import CheckReport, PreviewToken
     from tunesmith.data.findings import Finding
 
 FORMATS = ("auto", "chat", "completion", "text", "preference", "reinforcement")
@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "a folder, a hub id or the bundled model (default); 'none' skips tokens")
     check.add_argument("--format", choices=FORMATS, default="auto",
                        help="dataset shape (default: detected from the first row)")
-    check.add_argument("--max-length", type=_positive_int, default=2048, metavar="N",
-                       help="token limit per example (default: 2048)")
+    check.add_argument("--max-length", type=_positive_int, metavar="N",
+                       help="token limit per example (default: a recipe's data.max_length)")
     check.add_argument("--epochs", type=_epochs, default=3, metavar="N",
                        help="epochs for the billed-token estimate, or 'auto' (default: 3)")
     check.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",

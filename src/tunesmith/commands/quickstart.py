@@ -136,8 +136,9 @@ def _check(recipe: Any, console: Any) -> bool:
     from tunesmith.data.check import check_dataset
 
     train_file, validation_file = Path(recipe.data.train).resolve(), Path(recipe.data.validation).resolve()
-    report = check_dataset(str(train_file), validation=str(validation_file), model=recipe.base_model,
-                           max_length=recipe.data.max_length)
+    report = check_dataset(recipe.data.model_copy(update={"train": str(train_file),
+                                                           "validation": str(validation_file)}),
+                           training=recipe.training, model=recipe.base_model)
     errors = [f for f in report.findings if f.severity == "error"]
     warnings = [f for f in report.findings if f.severity == "warning"]
     console.print(f"{_shown(train_file)} + {validation_file.name}: {report.format}, "

@@ -1,7 +1,7 @@
 """Graders: score one model reply against one item, a number in [0, 1].
 
-The definitions mirror the hosted reinforcement fine-tuning grader shapes, so one recipe
-section serves evaluation now and reinforcement training later:
+The definitions mirror the hosted reinforcement fine-tuning grader shapes, so the same
+definitions serve evaluation and reinforcement training (GRPO) alike:
 
     {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
      "reference": "{{item.reference}}", "operation": "eq"}          # eq | ne | like | ilike

@@ -1,5 +1,5 @@
 """What is evaluated (a run, an adapter or a model), the models it is compared with, and
-each example's loss measured by the training loop's own evaluation."""
+each example's loss measured by the training loop's own evaluation (evaluate/heldout.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
 from tunesmith.evaluate.stats import ratio_interval
+from tunesmith.recipe import DataConfig, TrainingConfig
 
 
 @dataclass(slots=True)
@@ -27,9 +28,9 @@ class Target:
     run_dir: Path | None = None
     train_data: str | None = None
     data_format: str = "auto"
-    max_length: int = 2048
-    loss_on: str = "assistant"
-    chunk_tokens: int = 1024
+    max_length: int = DataConfig.model_fields["max_length"].default
+    loss_on: str = DataConfig.model_fields["loss_on"].default
+    chunk_tokens: int = TrainingConfig.model_fields["loss_chunk_tokens"].default
     recipe: dict[str, Any] = field(default_factory=dict)
 
 

@@ -14,20 +14,16 @@ from tunesmith.store.schema import Job
 def validate_job_files(registry: Registry, job: Job) -> bool:
     """True when the files can be trained on; otherwise the job is failed with a clear error."""
     from tunesmith.data.check import check_dataset
+    from tunesmith.recipe import build_recipe
 
     queue.note(registry, job.id, f"Validating training file: {job.training_file}")
-    recipe = job.recipe
-    data = recipe.get("data") or {}
+    data = job.recipe.get("data") or {}
     files = {data.get("train"): (job.training_file, "training_file")}
     if data.get("validation"):
         files[data["validation"]] = (job.validation_file, "validation_file")
     try:
-        report = check_dataset(data["train"], validation=data.get("validation"),
-                               fmt=data.get("format") or "auto", model=job.base_model,
-                               max_length=int(data.get("max_length") or 2048),
-                               loss_on=data.get("loss_on") or "assistant",
-                               overlong=data.get("overlong") or "truncate",
-                               chat_template=data.get("chat_template"))
+        recipe = build_recipe(job.recipe)  # the job's own data and training settings, not defaults
+        report = check_dataset(recipe.data, training=recipe.training, model=job.base_model)
     except ModelError as exc:  # the base model's tokenizer cannot be loaded
         queue.fail(registry, job.id, str(exc), "invalid_model", "model")
         return False

@@ -31,9 +31,10 @@ def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> l
     from tunesmith.train.objectives import make_objective
 
     recipe: dict[str, Any] = model.recipe
-    data_cfg = recipe.get("data") or {}
-    training = recipe.get("training") or {}
-    method = recipe.get("method", "sft")
+    # The reference is measured live here: precomputing it would measure the trained model.
+    live = {**recipe, "preference": {**(recipe.get("preference") or {}), "precompute_reference": False}}
+    typed = build_recipe(live)  # the stored recipe, with its defaults stated once (recipe.py)
+    data_cfg, method = typed.data, typed.method
     if method == "reward":
         from tunesmith.train.objectives.reward_model import load_reward_model
 
@@ -43,11 +44,8 @@ def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> l
 
         loaded = load_trained(model_target(model), device)
         network, tokenizer = loaded.model, loaded.tokenizer
-    renderer = Renderer(tokenizer, data_cfg.get("loss_on", "assistant"))
-    # The reference is measured live here: precomputing it would measure the trained model.
-    live = {**recipe, "preference": {**(recipe.get("preference") or {}), "precompute_reference": False}}
-    objective = make_objective(method, int(training.get("loss_chunk_tokens", 1024)),
-                               build_recipe(live) if method != "sft" else None)
+    renderer = Renderer(tokenizer, data_cfg.loss_on)
+    objective = make_objective(method, typed.training.loss_chunk_tokens, typed)
     target = pick_device(device)
     # A preference model's reference is its base: the loaded adapter switched off, or the
     # base model itself after full fine-tuning (prepare copies the loaded model; replace it).
@@ -55,14 +53,13 @@ def heldout_losses(model: Model, datasets: list[Path], device: str = "cpu") -> l
     if getattr(getattr(objective, "reference", None), "frozen", None) is not None:
         from tunesmith.model.loading import load_model, resolve_model
 
-        base = load_model(resolve_model(recipe["base_model"]), dtype=torch.float32)
+        base = load_model(resolve_model(typed.base_model), dtype=torch.float32)
         objective.reference.frozen = base.to(target).eval().requires_grad_(False)
     results = []
     for data in datasets:
         examples = []
-        for record in load_dataset(data, data_cfg.get("format", "auto")).records:
-            fitted, _ = objective.render_example(renderer, record, int(data_cfg.get("max_length", 2048)),
-                                                 data_cfg.get("overlong", "truncate"))
+        for record in load_dataset(data, data_cfg.format).records:
+            fitted, _ = objective.render_example(renderer, record, data_cfg.max_length, data_cfg.overlong)
             if fitted is not None:
                 examples.append(fitted)
         budget = max(max((len(e) for e in examples), default=1), 4096)

@@ -2,7 +2,8 @@
 (run.json, recipe.yaml, metrics.jsonl, checkpoints/, final/) as a job and a model.
 
 Reads the run folder only, never torch, so a run trained elsewhere can be registered
-from its folder alone.
+from its folder alone; through train/run.py and train/checkpoint.py, the run folder's one
+reader (the recipe typed and complete, metrics, complete checkpoints).
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tunesmith.store.errors import RegistryError
 from tunesmith.store.liveness import process_fields, this_host
 from tunesmith.store.registry import Registry
 from tunesmith.store.schema import Job, Model
-
-CHECKPOINT_PREFIX = "step-"
-CHECKPOINT_MARKER = "COMPLETE"
+from tunesmith.train.checkpoint import complete_checkpoints
+from tunesmith.train.run import RunDir
 
 
 def record_datasets(registry: Registry, recipe: dict[str, Any]) -> dict[str, str]:
@@ -73,17 +71,15 @@ def resume_job(registry: Registry, run_dir: str | Path, owned: bool = False) -> 
 
 
 def read_recipe(run_dir: Path) -> dict[str, Any]:
-    file = run_dir / "recipe.yaml"
-    if not file.exists():
+    """The run's recipe, checked and complete (every default stated), as the registry keeps it."""
+    run = RunDir(run_dir)
+    if not run.recipe_file.exists():
         raise RegistryError("not a run directory (no recipe.yaml)", where=str(run_dir))
-    return yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    return run.read_recipe().model_dump(mode="json")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    file = run_dir / "metrics.jsonl"
-    if not file.exists():
-        return []
-    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return RunDir(run_dir).metrics()
 
 
 def summarise_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -116,20 +112,6 @@ def read_report_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
-def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    folder = run_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        if path.name.startswith(CHECKPOINT_PREFIX) and (path / CHECKPOINT_MARKER).exists():
-            try:
-                found.append((int(path.name.removeprefix(CHECKPOINT_PREFIX)), path))
-            except ValueError:
-                continue
-    return sorted(found)
-
-
 def model_for_job(registry: Registry, job_id: str) -> Model | None:
     return next((m for m in registry.models(include_deleted=True) if m.job_id == job_id), None)
 
@@ -142,7 +124,7 @@ def register_run(registry: Registry, run_dir: str | Path, *, job_id: str | None 
     """
     path = Path(run_dir).resolve()
     recipe = read_recipe(path)
-    info = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
+    info = RunDir(path).info()
     if info.get("status") != "succeeded" or not (path / "final").is_dir():
         raise RegistryError(f"the run has not finished (status {info.get('status', 'unknown')!r}, "
                             "no final/ folder)", where=str(path),
@@ -163,10 +145,10 @@ def register_run(registry: Registry, run_dir: str | Path, *, job_id: str | None 
                                   parent_model_id=parent_id)
         registry.add_events(job.id, records)
     datasets = record_datasets(registry, recipe)
-    for step, folder in complete_checkpoints(path):
+    for checkpoint in complete_checkpoints(RunDir(path).checkpoints):
         metrics = next((r for r in reversed(records) if r.get("type") in ("eval", "train")
-                        and r.get("step") == step), {})
-        registry.add_checkpoint(job.id, step, str(folder), metrics)
+                        and r.get("step") == checkpoint.step), {})
+        registry.add_checkpoint(job.id, checkpoint.step, str(checkpoint.path), metrics)
     job = registry.update_job(  # the run folder's recipe is the resolved one ("auto" filled in)
         job.id, status="succeeded", error=None, recipe=recipe, run_dir=str(path), steps=summary["steps"],
         trained_tokens=summary["trained_tokens"], train_dataset_id=datasets.get("train"),

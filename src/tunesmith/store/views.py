@@ -1,7 +1,7 @@
 """Registry rows as plain JSON-able dicts, and comparisons between them.
 
-Shared by the CLI (tables and --json) and, later, the HTTP API, so both show the same
-fields under the same names.
+Shared by the CLI (tables and --json) and the dashboard's JSON routes (serve/dashboard.py),
+so both show the same fields under the same names.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ from the moment it has its name. Saving a step that already has a checkpoint (a 
 stopping where it started) moves the old copy aside, renames the new one in, then deletes
 the old one; if the process dies between the two renames the old copy still counts. Old
 checkpoints are pruned to keep-last-N, never touching the best one or the only complete one.
+
+`complete_checkpoints` is the one notion of a complete checkpoint, for training and the registry
+alike; torch is imported only where tensors are written or read, so reading a run folder needs none.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.fsutil import atomic_write_text, fsync_dir
+
+if TYPE_CHECKING:
+    import torch
 
 MARKER = "COMPLETE"
 WEIGHTS = "trainable.safetensors"
@@ -48,6 +51,8 @@ def checkpoint_name(step: int) -> str:
 
 
 def rng_state() -> dict[str, Any]:
+    import torch
+
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -55,6 +60,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -63,6 +70,9 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_checkpoint(folder: Path, step: int, weights: dict[str, torch.Tensor], optimizer: dict[str, Any],
                     trainer_state: dict[str, Any]) -> Checkpoint:
+    import torch
+    from safetensors.torch import save_file
+
     tmp = temp_folder(folder, step, str(os.getpid()))
     save_file({k: v.contiguous() for k, v in weights.items()}, tmp / WEIGHTS)
     torch.save({"optimizer": optimizer, "rng": rng_state()}, tmp / OPTIMIZER)
@@ -143,6 +153,9 @@ def latest_checkpoint(folder: Path) -> Checkpoint | None:
 
 def load_checkpoint(checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Weights, optimizer+rng and trainer state; weights_only loading never runs pickled code."""
+    import torch
+    from safetensors.torch import load_file
+
     weights = load_file(checkpoint.path / WEIGHTS)
     extra = torch.load(checkpoint.path / OPTIMIZER, weights_only=True)
     return weights, extra, checkpoint.state

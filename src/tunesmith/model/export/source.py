@@ -46,10 +46,11 @@ def resolve_source(ref: str) -> ExportSource:
 
 def _from_run(ref: str, run_dir: Path) -> ExportSource:
     from tunesmith.store.runs import read_metrics, read_recipe, summarise_metrics
+    from tunesmith.train.run import RunDir
 
     final = run_dir / "final"
     if not final.is_dir():
-        info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+        info = RunDir(run_dir).info()
         raise ExportError(f"run {run_dir} has no final model (status: {info.get('status', 'unknown')})",
                           fix=f"finish it first with `tunesmith train --resume {run_dir}`")
     recipe = read_recipe(run_dir)
