@@ -20,7 +20,6 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tunesmith.serve.errors import APIError
-from tunesmith.serve.generation import Reply
 from tunesmith.serve.models import resolve_target
 from tunesmith.serve.state import ServerState, server
 
@@ -316,25 +315,37 @@ def longest_token(tokenizer: Any) -> int:
     return _LONGEST[key]
 
 
+def _completions(state: ServerState, target: Any, settings: dict[str, Any], n: int) -> list[Any]:
+    """The request's n completions, queued together on the target's base batcher (so they
+    and any concurrent requests on that base are generated as one batch)."""
+    from tunesmith.model.generation import Completion, Sampling, choice
+
+    cache = _cache(state)
+    loaded = cache.loaded(target)
+    sampling = Sampling(settings["max_new_tokens"], settings["temperature"], settings["top_p"],
+                        tuple(settings["stop"]), settings["seed"])
+    completions = [Completion(loaded.tokenizer, settings["prompt_ids"], choice(sampling, index),
+                              settings["abandoned"]) for index in range(n)]
+    cache.submit(target, completions)
+    return completions
+
+
 def _complete(state: ServerState, target: Any, messages: list[dict[str, Any]], settings: dict[str, Any],
               n: int, calls: _Calls | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     from tunesmith.model.tool_calls import parse_tool_calls
 
     choices, prompt, completion = [], 0, 0
-    with _cache(state).use(target) as loaded:
-        for index in range(n):
-            seed = None if settings["seed"] is None else settings["seed"] + index
-            reply = Reply(loaded, messages, **{**settings, "seed": seed})
-            text = "".join(reply)
-            prompt, completion = reply.prompt_tokens, completion + reply.completion_tokens
-            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-            finish = reply.finish_reason
-            if calls is not None:
-                content, found = parse_tool_calls(text, calls.names)
-                if found:
-                    message.update(content=content, tool_calls=calls.kept(found))
-                    finish = "tool_calls" if finish == "stop" else finish
-            choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
+    for index, reply in enumerate(_completions(state, target, settings, n)):
+        text = reply.result()
+        prompt, completion = reply.prompt_tokens, completion + reply.completion_tokens
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        finish = reply.finish_reason
+        if calls is not None:
+            content, found = parse_tool_calls(text, calls.names)
+            if found:
+                message.update(content=content, tool_calls=calls.kept(found))
+                finish = "tool_calls" if finish == "stop" else finish
+        choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
     return choices, {"prompt_tokens": prompt, "completion_tokens": completion,
                      "total_tokens": prompt + completion}
 
@@ -364,19 +375,15 @@ def _stream(state: ServerState, target: Any, messages: list[dict[str, Any]], set
 
     prompt = completion = 0
     try:
-        with _cache(state).use(target) as loaded:
-            for index in range(n):
-                seed = None if settings["seed"] is None else settings["seed"] + index
-                reply = Reply(loaded, messages, **{**settings, "seed": seed})
+        replies = _completions(state, target, settings, n)
+        try:
+            for index, reply in enumerate(replies):
                 reading = ToolCallStream(calls.names) if calls is not None else None
                 yield delta(index, {"role": "assistant", "content": ""})
-                try:
-                    for piece in reply:
-                        text = reading.feed(piece) if reading is not None else piece
-                        if text:
-                            yield delta(index, {"content": text})
-                finally:
-                    reply.cancel()
+                for piece in reply:
+                    text = reading.feed(piece) if reading is not None else piece
+                    if text:
+                        yield delta(index, {"content": text})
                 prompt, completion = reply.prompt_tokens, completion + reply.completion_tokens
                 finish = reply.finish_reason
                 if reading is not None and calls is not None:
@@ -388,6 +395,9 @@ def _stream(state: ServerState, target: Any, messages: list[dict[str, Any]], set
                     if found and finish == "stop":
                         finish = "tool_calls"
                 yield delta(index, {}, finish)
+        finally:
+            for reply in replies:
+                reply.cancel()
     except Exception:  # headers are sent: report the failure inside the stream; the trace is logged
         log.exception("generation failed for %s", model)
         error = {"error": {"message": "The server had an error while generating the reply; its log has the "
