@@ -110,11 +110,13 @@ class Completion:
     `cancel()` (or setting `abandoned`) ends it at its next token."""
 
     def __init__(self, tokenizer: Any, prompt_ids: list[int], sampling: Sampling,
-                 abandoned: threading.Event | None = None):
+                 abandoned: threading.Event | None = None, constraint: Any = None):
         self.tokenizer = tokenizer
         self.prompt_ids = list(prompt_ids)
         self.sampling = sampling
         self.abandoned = abandoned or threading.Event()
+        self.constraint = constraint
+        """Optional (prompt + generated ids) -> the ids allowed next (model/structured.py)."""
         self.ids: list[int] = []
         self.text = ""
         """The text emitted so far (the whole reply once done)."""
@@ -315,6 +317,13 @@ class _RowSampler:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
+        for index, row in enumerate(self.rows):
+            if row.constraint is not None and not row.finished:
+                # nothing allowed (the constraint is stuck): the reply ends here
+                allowed = list(row.constraint(row.prompt_ids + row.ids)) or sorted(row._stop_ids)
+                keep = torch.full_like(scores[index], float("-inf"))
+                keep[torch.tensor(allowed, device=scores.device)] = 0.0
+                scores[index] = scores[index] + keep
         chosen = scores.argmax(dim=-1, keepdim=True)
         for index, (row, generator) in enumerate(zip(self.rows, self.generators, strict=True)):
             temperature, top_p = row.sampling.temperature, row.sampling.top_p
