@@ -1,12 +1,27 @@
-"""generate_replies: batched left-padded greedy generation matches one-by-one replies;
-seeded sampling repeats; stop sequences cut the reply."""
+"""The one generation engine (tunesmith.model.generation): batched left-padded greedy output
+equals one-by-one output; seeded sampling repeats in a batch, whatever shares the batch, and
+under concurrency; stop sequences, end-of-turn tokens, token limits and cancel; GRPO and
+evaluation generate through it."""
 
 from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
-from tunesmith.model.inference import generate_replies, load_trained, reply
+from tunesmith.model import generation
+from tunesmith.model.generation import (
+    Completion,
+    Sampling,
+    generate,
+    generate_ids,
+    run_batch,
+    stop_token_ids,
+    stream,
+)
+from tunesmith.model.inference import load_trained
 
 QUESTIONS = ["Where is my order BL-12345?", "How do I reset my password?",
              "Can I return a skein of yarn I bought last week because the colour is not what I expected?"]
@@ -22,32 +37,180 @@ def conversations():
              {"role": "user", "content": q}] for q in QUESTIONS]
 
 
+def texts(groups: list[list[Completion]]) -> list[list[str]]:
+    return [[c.result() for c in group] for group in groups]
+
+
 def test_batched_greedy_matches_one_by_one(loaded) -> None:
-    batched = generate_replies(loaded, conversations(), max_new_tokens=16)
+    batched = generate(loaded, conversations(), Sampling(max_new_tokens=16))
     assert [len(r) for r in batched] == [1, 1, 1]
-    single = [reply(loaded, c, max_new_tokens=16) for c in conversations()]
-    assert [r[0] for r in batched] == single
+    single = ["".join(stream(loaded, c, Sampling(max_new_tokens=16))) for c in conversations()]
+    assert [r[0].result() for r in batched] == single
     assert all(single)
+    ids_alone = [generate_ids(loaded.model, loaded.tokenizer, [loaded.renderer.prompt_ids(c)],
+                              [Sampling(max_new_tokens=16)])[0].ids for c in conversations()]
+    assert [r[0].ids for r in batched] == ids_alone  # token for token, not just the text
 
 
 def test_seeded_sampling_repeats_and_leaves_global_rng_alone(loaded) -> None:
+    hot = Sampling(max_new_tokens=12, temperature=1.5, seed=7)
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    first = generate_replies(loaded, conversations(), max_new_tokens=12, temperature=1.5, seed=7, n=3)
+    first = texts(generate(loaded, conversations(), hot, n=3))
     after = torch.rand(1)
     assert torch.equal(before, after)
-    again = generate_replies(loaded, conversations(), max_new_tokens=12, temperature=1.5, seed=7, n=3)
-    assert first == again
+    assert texts(generate(loaded, conversations(), hot, n=3)) == first
     assert all(len(r) == 3 for r in first)
     assert len({text for r in first for text in r}) > 3  # sampling at high temperature varies
 
 
+def test_a_seeded_row_does_not_depend_on_its_batch(loaded) -> None:
+    prompt = loaded.renderer.prompt_ids(conversations()[0])
+    hot = Sampling(max_new_tokens=12, temperature=1.2, seed=11)
+    alone = generate_ids(loaded.model, loaded.tokenizer, [prompt], [hot])[0]
+    others = [loaded.renderer.prompt_ids(c) for c in conversations()[1:]]
+    shared = generate_ids(loaded.model, loaded.tokenizer, [*others, prompt],
+                          [Sampling(max_new_tokens=20, temperature=1.0, seed=3), Sampling(max_new_tokens=5),
+                           hot])[2]
+    assert shared.ids == alone.ids and shared.result() == alone.result()
+
+
+def test_seeded_requests_repeat_under_concurrency(loaded) -> None:
+    hot = [Sampling(max_new_tokens=10, temperature=1.3, seed=seed) for seed in (1, 2, 3, 4)]
+    prompt = loaded.renderer.prompt_ids(conversations()[1])
+    expected = [generate_ids(loaded.model, loaded.tokenizer, [prompt], [s])[0].result() for s in hot]
+
+    def one(sampling: Sampling) -> str:
+        return generate_ids(loaded.model, loaded.tokenizer, [prompt], [sampling])[0].result()
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, hot * 2)) == expected * 2
+    assert len(set(expected)) > 1
+
+
 def test_stop_sequences_cut_before_the_stop(loaded) -> None:
-    full = generate_replies(loaded, conversations()[:1], max_new_tokens=24)[0][0]
+    full = generate(loaded, conversations()[:1], Sampling(max_new_tokens=24))[0][0].result()
     words = full.split()
     assert len(words) > 2
     stop = words[2]
-    cut = generate_replies(loaded, conversations()[:1], max_new_tokens=24, stop=[stop, "never-there"])[0][0]
-    assert stop not in cut
-    assert full.startswith(cut) and len(cut) < len(full)
+    cut = generate(loaded, conversations()[:1], Sampling(max_new_tokens=24, stop=(stop, "never-there")))[0][0]
+    assert stop not in cut.result()
+    assert full.startswith(cut.result()) and len(cut.result()) < len(full)
+    assert cut.finish_reason == "stop"
+
+
+def test_length_finish_and_token_counts(loaded) -> None:
+    prompt = loaded.renderer.prompt_ids(conversations()[2])
+    done = generate_ids(loaded.model, loaded.tokenizer, [prompt], [Sampling(max_new_tokens=3)])[0]
+    if done.finish_reason == "length":
+        assert done.completion_tokens == 3
+    else:  # the model ended its turn within three tokens
+        assert done.ids[-1] in stop_token_ids(loaded.tokenizer, loaded.model)
+    assert done.prompt_tokens == len(prompt)
+
+
+def test_generation_stops_at_any_end_of_turn_token(loaded) -> None:
+    prompt = loaded.renderer.prompt_ids(conversations()[0])
+    free = generate_ids(loaded.model, loaded.tokenizer, [prompt], [Sampling(max_new_tokens=12)])[0]
+    assert len(free.ids) > 4
+    turn_end = free.ids[3]  # pretend the fourth token generated is the template's end of turn
+    stops = stop_token_ids(loaded.tokenizer, loaded.model) | {turn_end}
+    ended = Completion(loaded.tokenizer, prompt, Sampling(max_new_tokens=12))
+    run_batch(loaded.model, loaded.tokenizer, [ended], stops)
+    assert ended.ids == free.ids[: free.ids.index(turn_end) + 1]
+    assert ended.finish_reason == "stop"
+
+
+def test_the_templates_end_of_turn_token_is_found(tiny_model_path, tmp_path) -> None:
+    """A Llama-3-style template ends a turn with its own special token, not EOS."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|eot|>"]})
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|eot|>{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    eot = tokenizer.convert_tokens_to_ids("<|eot|>")
+    assert eot != tokenizer.eos_token_id
+    assert stop_token_ids(tokenizer) == {tokenizer.eos_token_id, eot}
+
+
+def test_cancel_ends_one_row_and_leaves_the_others(loaded) -> None:
+    prompt = loaded.renderer.prompt_ids(conversations()[0])
+    kept = Completion(loaded.tokenizer, prompt, Sampling(max_new_tokens=10))
+    gone = Completion(loaded.tokenizer, prompt, Sampling(max_new_tokens=10), abandoned=threading.Event())
+    gone.abandoned.set()
+    run_batch(loaded.model, loaded.tokenizer, [kept, gone])
+    alone = generate_ids(loaded.model, loaded.tokenizer, [prompt], [Sampling(max_new_tokens=10)])[0]
+    assert kept.ids == alone.ids and gone.ids == [] and gone.done.is_set()
+    streamed = stream(loaded, conversations()[0], Sampling(max_new_tokens=200, temperature=1.0, seed=1))
+    pieces = iter(streamed)
+    next(pieces)
+    streamed.cancel()
+    rest = list(pieces)
+    assert streamed.done.wait(30) and streamed.completion_tokens < 200
+    assert streamed.result() == streamed.text and streamed.text.endswith("".join(rest))
+
+
+def test_text_never_holds_half_a_character(loaded) -> None:
+    tokenizer = loaded.tokenizer
+    text = "Yarn 🧶 毛线 — Wren"  # the emoji and the Chinese characters span several byte tokens
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert any("\ufffd" in tokenizer.decode(ids[:n]) for n in range(1, len(ids)))
+    completion = Completion(tokenizer, [1, 2], Sampling(max_new_tokens=1000))
+    for token in ids:
+        completion._put(token)
+    completion._finish("stop")
+    pieces = list(completion)
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_grpo_samples_through_the_engine(loaded, monkeypatch) -> None:
+    from tunesmith.recipe import ReinforcementConfig
+    from tunesmith.train.objectives.grpo import GroupRelativeObjective, PromptExample
+
+    batches: list[int] = []
+    real = generation.run_batch
+
+    def spy(model, tokenizer, completions, stop_ids=None):
+        batches.append(len(completions))
+        return real(model, tokenizer, completions, stop_ids)
+
+    monkeypatch.setattr(generation, "run_batch", spy)
+    config = ReinforcementConfig(graders=[{"type": "string_check", "operation": "eq",
+                                           "input": "{{sample.output_text}}", "reference": "x"}],
+                                 group_size=3, max_new_tokens=8)
+    objective = GroupRelativeObjective(config)
+    objective.tokenizer = loaded.tokenizer
+    examples = [PromptExample(loaded.renderer.prompt_ids(c), {}, None, 0) for c in conversations()[:2]]
+    torch.manual_seed(5)
+    groups = objective.sample(loaded.model, examples, "cpu")
+    torch.manual_seed(5)
+    assert objective.sample(loaded.model, examples, "cpu") == groups  # the recipe's seed repeats a run
+    assert batches == [6, 6]  # two prompts x three completions, one batch each time
+    ends = stop_token_ids(loaded.tokenizer, loaded.model)
+    for group in groups:
+        assert len(group) == 3
+        for ids in group:
+            assert 0 < len(ids) <= 8
+            assert all(t not in ends for t in ids[:-1])  # cut at its first end-of-turn token
+
+
+def test_evaluation_gives_each_prompt_its_tools(loaded, monkeypatch) -> None:
+    from tunesmith.evaluate.runner import Evaluation
+
+    seen: list[object] = []
+    real = loaded.renderer.prompt_ids
+
+    def recording(messages, tools=None):
+        seen.append(tools)
+        return real(messages, tools)
+
+    monkeypatch.setattr(loaded.renderer, "prompt_ids", recording)
+    tool = {"type": "function", "function": {"name": "track", "parameters": {"type": "object"}}}
+    evaluator = Evaluation.__new__(Evaluation)
+    evaluator.settings = type("S", (), {"max_new_tokens": 4, "temperature": 0.0, "stop": [],
+                                        "bootstrap_seed": 0})()
+    replies = evaluator._generate(loaded, conversations()[:2], [[tool], None])
+    assert len(replies) == 2 and seen == [[tool], None]

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from tunesmith.cli import main
 from tunesmith.commands.serve import is_loopback
+from tunesmith.model.generation import StopScanner
 from tunesmith.serve import auth
 from tunesmith.serve.app import create_app
-from tunesmith.serve.generation import StopScanner
 from tunesmith.serve.limits import Limits
 from tunesmith.store import Registry, open_registry
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tunesmith.model.generation import StopScanner
 from tunesmith.serve import policy
 from tunesmith.serve.app import create_app
 from tunesmith.serve.errors import APIError
-from tunesmith.serve.generation import StopScanner
 from tunesmith.serve.guard import GuardMiddleware
 from tunesmith.serve.limits import Access
 from tunesmith.serve.redact import public_text

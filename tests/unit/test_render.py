@@ -156,21 +156,3 @@ def test_fit_length_truncates_or_drops(tokenizer) -> None:
     text = renderer.render(TextRecord("wool " * 40, SRC))
     cut = fit_length(text, 12, "truncate")
     assert cut is not None and len(cut) == 12 and cut.trained_tokens == 11
-
-
-def test_text_stream_never_emits_half_a_character(tokenizer) -> None:
-    import torch
-
-    from tunesmith.model.inference import _TextStream
-
-    text = "Yarn 🧶 毛线 — Wren"  # the emoji and the Chinese characters span several byte tokens
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert any("\ufffd" in tokenizer.decode(ids[:n]) for n in range(1, len(ids)))
-    stream = _TextStream(tokenizer, prompt_length=0)
-    stream.put(torch.tensor([[1, 2]]))  # the prompt, which generate() sends first
-    for token in ids:
-        stream.put(torch.tensor([token]))
-    stream.end()
-    pieces = list(stream)
-    assert "".join(pieces) == text
-    assert not any("\ufffd" in piece for piece in pieces)

@@ -48,7 +48,8 @@ def read_tools(path: Path) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.commands.console import console
-    from tunesmith.model.inference import load_trained, stream_reply
+    from tunesmith.model.generation import Sampling, stream
+    from tunesmith.model.inference import load_trained
     from tunesmith.model.targets import resolve_target
     from tunesmith.model.tool_calls import parse_tool_calls
 
@@ -83,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             messages.append({"role": "user", "content": text})
         console.print("[bold magenta]model>[/] ", end="")
         pieces = []
-        for piece in stream_reply(loaded, messages, max_new_tokens=args.max_tokens,
-                                  temperature=args.temperature, tools=tools):
+        sampling = Sampling(max_new_tokens=args.max_tokens, temperature=args.temperature)
+        for piece in stream(loaded, messages, sampling, tools):
             pieces.append(piece)
             console.out(piece, end="", highlight=False)
         console.print()

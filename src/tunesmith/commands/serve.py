@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-upload-mb", type=int, default=512)
     parser.add_argument("--max-tokens", type=int, default=1024, help="cap on max_tokens per completion")
     parser.add_argument("--max-n", type=int, default=8, help="cap on choices per completion")
-    parser.add_argument("--max-concurrent-generations", type=int, default=2)
+    parser.add_argument("--max-concurrent-generations", type=int, default=8,
+                        help="requests generating at once (those on one base are batched together)")
     parser.add_argument("--max-loaded-models", type=int, default=2, help="base models kept in memory")
     security = parser.add_argument_group("security (docs/server.md, Security)")
     security.add_argument("--allowed-host", action="append", default=[], metavar="NAME",

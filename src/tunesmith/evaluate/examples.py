@@ -50,6 +50,11 @@ class Item:
     """The reference reply's tool calls (OpenAI's shape), for the tool-call graders."""
 
     @property
+    def tools(self) -> list[dict[str, Any]] | None:
+        """The tools the example's conversation declares, given to the template when it is asked."""
+        return getattr(self.record, "tools", None) or None
+
+    @property
     def grader_item(self) -> dict[str, Any]:
         """What graders see as `item`: the extra fields, the prompt, the reference reply's text
         and its tool calls."""

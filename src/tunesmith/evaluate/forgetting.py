@@ -20,7 +20,8 @@ from tunesmith.evaluate.models import Models, Target, example_losses, loss_summa
 from tunesmith.evaluate.stats import resamples
 from tunesmith.recipe import EvaluationConfig
 
-Generate = Callable[[Any, list[list[Message]]], list[str]]
+Generate = Callable[[Any, list[list[Message]], list[Any]], list[str]]
+"""(model, prompts, each prompt's tools) -> replies."""
 
 
 def forgetting_probe(models: Models, target: Target, settings: EvaluationConfig, reference: str,
@@ -72,7 +73,7 @@ def _scores(models: Models, settings: EvaluationConfig, items: list[Item],
     means: dict[str, dict[str, float]] = {g.name: {} for g in graders}
     for system in ("base", "tuned"):
         with models.use(system) as loaded:
-            texts = generate(loaded, [i.prompt or [] for i in asked])
+            texts = generate(loaded, [i.prompt or [] for i in asked], [i.tools for i in asked])
         for grader in graders:
             values = [grader.grade(t, i.grader_item).score for t, i in zip(texts, asked, strict=True)]
             means[grader.name][system] = sum(values) / len(values)

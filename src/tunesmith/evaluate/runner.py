@@ -98,7 +98,7 @@ class Evaluation:
                         wanted = {id(i) for i in generating}
                         positions = [n for n, i in enumerate(items) if id(i) in wanted]
                         prompts = [with_shots(items[n].prompt or [], shots[system][n]) for n in positions]
-                        texts = self._generate(loaded, prompts)
+                        texts = self._generate(loaded, prompts, [items[n].tools for n in positions])
                         for n, text in zip(positions, texts, strict=True):
                             replies[system][n] = text
                 for grader, applies_to in zip(graders, applies, strict=True):
@@ -186,13 +186,16 @@ class Evaluation:
             lead += 1
         return ChatRecord([*messages[:lead], *quiet, *messages[lead:]], item.record.source, item.record.tools)
 
-    def _generate(self, loaded: Any, prompts: list[list[Message]]) -> list[str]:
-        from tunesmith.model.inference import generate_replies
+    def _generate(self, loaded: Any, prompts: list[list[Message]],
+                  tools: list[Any] | None = None) -> list[str]:
+        """Greedy (or sampled) replies through the one generation engine, each prompt given
+        its item's tools as training renders them."""
+        from tunesmith.model.generation import Sampling, generate
 
         s = self.settings
-        out = generate_replies(loaded, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                               stop=tuple(s.stop), seed=s.bootstrap_seed)
-        return [r[0].strip() for r in out]
+        sampling = Sampling(max_new_tokens=s.max_new_tokens, temperature=s.temperature, stop=tuple(s.stop),
+                            seed=s.bootstrap_seed)
+        return [group[0].result().strip() for group in generate(loaded, prompts, sampling, tools=tools)]
 
     def _report(self, items: list[Item], systems: list[str], losses: dict[str, list[dict[str, float]]],
                 replies: dict[str, list[str | None]], grades: dict[str, dict[str, list[float]]],

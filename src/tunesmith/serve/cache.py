@@ -1,21 +1,26 @@
 """Loaded models for inference: tuned models load on first use, LoRA/DoRA adapters of one
 base share that base in memory (PEFT load_adapter/set_adapter), and at most
-`max_bases` bases stay loaded (least recently used goes first).
+`max_bases` bases stay loaded (least recently used goes first). Bases load on the device
+and in the dtype training would pick (tunesmith.hardware): a GPU in bf16 where there is one.
 
-One generation at a time per base: the active adapter is state of the whole model.
+Generation goes through one batcher per base (serve/batcher.py): concurrent requests on a
+base are generated together. The active adapter is state of the whole model, so a batch
+holds one adapter's requests and the base's lock is held while it runs.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunesmith.model.generation import Completion
 from tunesmith.model.inference import LoadedModel
+from tunesmith.serve.batcher import activated
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,28 +40,36 @@ class _Base:
     renderer: Any
     adapters: dict[str, LoadedModel] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held while the model is used or changed (a batch running, an adapter loading)."""
+    batcher: Any = None  # serve.batcher.Batcher, made with the base
 
 
 class InferenceCache:
-    def __init__(self, max_bases: int = 2, device: str = "cpu"):
+    def __init__(self, max_bases: int = 2, device: str = "auto", dtype: str = "auto",
+                 max_batch: int = 16, window_seconds: float = 0.005):
+        from tunesmith.hardware import pick_device, pick_dtype
+
         self.max_bases = max_bases
-        self.device = device
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.max_batch = max_batch
+        self.window_seconds = window_seconds
         self._bases: OrderedDict[str, _Base] = OrderedDict()
-        self._lock = threading.Lock()  # guards loading and the LRU order
+        self._lock = threading.Lock()  # guards the table and the LRU order only, never held while loading
+        self._loading: dict[str, threading.Lock] = {}
+
+    def submit(self, target: Target, completions: Sequence[Completion]) -> None:
+        """Queue completions on the target's base; they are generated with the next batch
+        (iterate them, or wait on `result()`)."""
+        base, _ = self._get(target)
+        base.batcher.submit(target.adapter_name, completions)
 
     @contextmanager
     def use(self, target: Target) -> Iterator[LoadedModel]:
         """The model for `target`, with its adapter active, held exclusively while in use."""
         base, loaded = self._get(target)
-        with base.lock:
-            model = base.model
-            if target.adapter_name is not None:
-                model.set_adapter(target.adapter_name)
-                context: Any = nullcontext()
-            else:
-                context = model.disable_adapter() if _is_peft(model) else nullcontext()
-            with context:
-                yield loaded
+        with base.lock, activated(base.model, target.adapter_name):
+            yield loaded
 
     def loaded(self, target: Target) -> LoadedModel:
         """The model for `target` without taking it: for its tokenizer and config only."""
@@ -67,32 +80,48 @@ class InferenceCache:
             return list(self._bases)
 
     def _get(self, target: Target) -> tuple[_Base, LoadedModel]:
-        with self._lock:
-            base = self._bases.get(target.base)
-            if base is None:
-                base = self._load_base(target.base)
-                self._bases[target.base] = base
-                while len(self._bases) > self.max_bases:
-                    self._bases.popitem(last=False)  # in-flight requests keep their own reference
-            self._bases.move_to_end(target.base)
-            if target.adapter_name is None:
-                return base, LoadedModel(base.model, base.tokenizer, base.renderer, target.name)
-            if target.adapter_name not in base.adapters:
-                with base.lock:
+        base = self._base(target.base)
+        if target.adapter_name is None:
+            return base, LoadedModel(base.model, base.tokenizer, base.renderer, target.name)
+        if target.adapter_name not in base.adapters:
+            with base.lock:  # waits for a running batch of this base only
+                if target.adapter_name not in base.adapters:
                     base.adapters[target.adapter_name] = self._load_adapter(base, target)
-            return base, base.adapters[target.adapter_name]
+        return base, base.adapters[target.adapter_name]
+
+    def _base(self, name: str) -> _Base:
+        with self._lock:
+            base = self._bases.get(name)
+            if base is not None:
+                self._bases.move_to_end(name)
+                return base
+            loading = self._loading.setdefault(name, threading.Lock())
+        with loading:  # one load per base; requests for other bases are not held up
+            with self._lock:
+                base = self._bases.get(name)
+            if base is None:
+                base = self._load_base(name)
+            with self._lock:
+                self._bases[name] = base
+                self._bases.move_to_end(name)
+                while len(self._bases) > self.max_bases:
+                    _, gone = self._bases.popitem(last=False)  # in-flight requests keep their reference
+                    gone.batcher.close()
+                self._loading.pop(name, None)
+            return base
 
     def _load_base(self, name: str) -> _Base:
-        import torch
-
         from tunesmith.data.render import Renderer
         from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
+        from tunesmith.serve.batcher import Batcher
 
         ref = resolve_model(name)
         check_remote_code(ref, False)  # trust_remote_code stays off for anything served
         tokenizer = load_tokenizer(ref, False)
-        model = load_model(ref, False, torch.float32).to(self.device).eval()
-        return _Base(model, tokenizer, Renderer(tokenizer))
+        model = load_model(ref, False, self.dtype).to(self.device).eval()
+        base = _Base(model, tokenizer, Renderer(tokenizer))
+        base.batcher = Batcher(base, self.max_batch, self.window_seconds)
+        return base
 
     def _load_adapter(self, base: _Base, target: Target) -> LoadedModel:
         from peft import PeftModel
@@ -106,13 +135,8 @@ class InferenceCache:
         else:
             base.model = PeftModel.from_pretrained(base.model, target.adapter_path,
                                                    adapter_name=target.adapter_name).eval()
+        base.model.to(self.device)
         path = Path(target.adapter_path)
         tokenizer = load_tokenizer(ModelRef(str(path), str(path)), False) \
             if (path / "tokenizer_config.json").exists() else base.tokenizer
         return LoadedModel(base.model, tokenizer, Renderer(tokenizer), target.name)
-
-
-def _is_peft(model: Any) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)

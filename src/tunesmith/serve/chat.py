@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -20,7 +21,6 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tunesmith.serve.errors import APIError
-from tunesmith.serve.generation import Reply
 from tunesmith.serve.models import resolve_target
 from tunesmith.serve.state import ServerState, server
 
@@ -114,12 +114,7 @@ def refuse_unhonoured(request: ChatRequest) -> None:
             raise APIError(400, f"'{name}' is not supported by this server; leave it out (see the server "
                                 "documentation for the supported parameters)", param=name,
                            code="unsupported_parameter")
-    kind = (request.response_format or {}).get("type", "text")
-    if kind != "text" or set(request.response_format or {}) - {"type"}:
-        raise APIError(400, f"response_format {kind!r} is not supported by this server: it has no "
-                            "constrained decoding to guarantee the format. Leave response_format out (or use "
-                            "{'type': 'text'}) and validate the reply yourself", param="response_format",
-                       code="unsupported_parameter")
+    response_schema(request)
     if request.tool_choice is not None and not request.tools:
         raise APIError(400, "tool_choice is only allowed when tools are specified", param="tool_choice",
                        code="invalid_value")
@@ -132,6 +127,59 @@ def refuse_unhonoured(request: ChatRequest) -> None:
             raise APIError(400, "strict function calling is not supported by this server (it has no "
                                 "constrained decoding); leave 'strict' out",
                            param=f"tools[{index}].function.strict", code="unsupported_parameter")
+
+
+JSON_SCHEMA_KEYS = {"name", "description", "schema", "strict"}
+
+
+def response_schema(request: ChatRequest) -> tuple[str, dict[str, Any] | None]:
+    """What response_format asks for: ("text", None), ("json_object", None) or ("json_schema",
+    SCHEMA or None); a 400 naming the key for anything this server cannot hold a reply to."""
+    from tunesmith.model import structured
+
+    value = request.response_format
+    if value is None:
+        return "text", None
+    kind = value.get("type")
+    expected = {"text": {"type"}, "json_object": {"type"}, "json_schema": {"type", "json_schema"}}
+    if kind not in expected:
+        raise APIError(400, "response_format.type must be 'text', 'json_object' or 'json_schema' "
+                            f"(got {kind!r})", param="response_format.type", code="invalid_value")
+    extra = sorted(set(value) - expected[kind])
+    if extra:
+        raise APIError(400, f"Unrecognized key in response_format: {extra[0]}",
+                       param=f"response_format.{extra[0]}", code="unknown_parameter")
+    if kind == "text":
+        return kind, None
+    if not structured.available():
+        raise APIError(400, f"response_format {kind!r} needs lm-format-enforcer, which is not installed on "
+                            "this server; leave response_format out or install it", param="response_format",
+                       code="unsupported_parameter")
+    if request.tools and request.tool_choice != "none":
+        raise APIError(400, f"response_format {kind!r} cannot be combined with tools here: the reply is held "
+                            "to JSON, so the model could not write a tool call", param="response_format",
+                       code="unsupported_parameter")
+    if kind == "json_object":
+        return kind, None
+    spec = value.get("json_schema")
+    where = "response_format.json_schema"
+    if not isinstance(spec, dict):
+        raise APIError(400, f"{where} must be an object with 'name' and 'schema'", param=where,
+                       code="invalid_value")
+    unknown = sorted(set(spec) - JSON_SCHEMA_KEYS)
+    if unknown:
+        raise APIError(400, f"Unrecognized key in {where}: {unknown[0]}", param=f"{where}.{unknown[0]}",
+                       code="unknown_parameter")
+    name = spec.get("name")
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name)):
+        raise APIError(400, f"{where}.name must be 1-64 letters, digits, '_' or '-'", param=f"{where}.name",
+                       code="invalid_value")
+    if "schema" not in spec or spec["schema"] is None:
+        return kind, None
+    try:
+        return kind, structured.check_schema(spec["schema"])
+    except structured.SchemaError as exc:
+        raise APIError(400, str(exc), param=f"{where}.schema", code="invalid_value") from None
 
 
 def _tools(request: ChatRequest) -> list[dict[str, Any]] | None:
@@ -207,7 +255,8 @@ async def chat_completions(request: ChatRequest, http: Request, state: Annotated
     abandoned = threading.Event()
     temperature = 1.0 if request.temperature is None else request.temperature
     settings = {"max_new_tokens": max_tokens, "temperature": temperature, "top_p": request.top_p or 1.0,
-                "stop": stops, "seed": request.seed, "prompt_ids": prompt_ids, "abandoned": abandoned}
+                "stop": stops, "seed": request.seed, "prompt_ids": prompt_ids, "abandoned": abandoned,
+                "response_format": response_schema(request)}
     calls = _Calls({t["function"]["name"] for t in tools}, request.parallel_tool_calls is not False) \
         if tools else None
     slot = _Slot(state)
@@ -316,25 +365,47 @@ def longest_token(tokenizer: Any) -> int:
     return _LONGEST[key]
 
 
+def _completions(state: ServerState, target: Any, settings: dict[str, Any], n: int) -> list[Any]:
+    """The request's n completions, queued together on the target's base batcher (so they
+    and any concurrent requests on that base are generated as one batch)."""
+    from tunesmith.model.generation import Completion, Sampling, choice, stop_token_ids
+
+    cache = _cache(state)
+    loaded = cache.loaded(target)
+    sampling = Sampling(settings["max_new_tokens"], settings["temperature"], settings["top_p"],
+                        tuple(settings["stop"]), settings["seed"])
+    kind, schema = settings["response_format"]
+
+    def constraint() -> Any:
+        if kind == "text":
+            return None
+        from tunesmith.model.structured import json_constraint
+
+        stops = sorted(stop_token_ids(loaded.tokenizer, loaded.model))
+        return json_constraint(loaded.tokenizer, schema, stops)
+
+    completions = [Completion(loaded.tokenizer, settings["prompt_ids"], choice(sampling, index),
+                              settings["abandoned"], constraint()) for index in range(n)]
+    cache.submit(target, completions)
+    return completions
+
+
 def _complete(state: ServerState, target: Any, messages: list[dict[str, Any]], settings: dict[str, Any],
               n: int, calls: _Calls | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     from tunesmith.model.tool_calls import parse_tool_calls
 
     choices, prompt, completion = [], 0, 0
-    with _cache(state).use(target) as loaded:
-        for index in range(n):
-            seed = None if settings["seed"] is None else settings["seed"] + index
-            reply = Reply(loaded, messages, **{**settings, "seed": seed})
-            text = "".join(reply)
-            prompt, completion = reply.prompt_tokens, completion + reply.completion_tokens
-            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-            finish = reply.finish_reason
-            if calls is not None:
-                content, found = parse_tool_calls(text, calls.names)
-                if found:
-                    message.update(content=content, tool_calls=calls.kept(found))
-                    finish = "tool_calls" if finish == "stop" else finish
-            choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
+    for index, reply in enumerate(_completions(state, target, settings, n)):
+        text = reply.result()
+        prompt, completion = reply.prompt_tokens, completion + reply.completion_tokens
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        finish = reply.finish_reason
+        if calls is not None:
+            content, found = parse_tool_calls(text, calls.names)
+            if found:
+                message.update(content=content, tool_calls=calls.kept(found))
+                finish = "tool_calls" if finish == "stop" else finish
+        choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
     return choices, {"prompt_tokens": prompt, "completion_tokens": completion,
                      "total_tokens": prompt + completion}
 
@@ -364,19 +435,15 @@ def _stream(state: ServerState, target: Any, messages: list[dict[str, Any]], set
 
     prompt = completion = 0
     try:
-        with _cache(state).use(target) as loaded:
-            for index in range(n):
-                seed = None if settings["seed"] is None else settings["seed"] + index
-                reply = Reply(loaded, messages, **{**settings, "seed": seed})
+        replies = _completions(state, target, settings, n)
+        try:
+            for index, reply in enumerate(replies):
                 reading = ToolCallStream(calls.names) if calls is not None else None
                 yield delta(index, {"role": "assistant", "content": ""})
-                try:
-                    for piece in reply:
-                        text = reading.feed(piece) if reading is not None else piece
-                        if text:
-                            yield delta(index, {"content": text})
-                finally:
-                    reply.cancel()
+                for piece in reply:
+                    text = reading.feed(piece) if reading is not None else piece
+                    if text:
+                        yield delta(index, {"content": text})
                 prompt, completion = reply.prompt_tokens, completion + reply.completion_tokens
                 finish = reply.finish_reason
                 if reading is not None and calls is not None:
@@ -388,6 +455,9 @@ def _stream(state: ServerState, target: Any, messages: list[dict[str, Any]], set
                     if found and finish == "stop":
                         finish = "tool_calls"
                 yield delta(index, {}, finish)
+        finally:
+            for reply in replies:
+                reply.cancel()
     except Exception:  # headers are sent: report the failure inside the stream; the trace is logged
         log.exception("generation failed for %s", model)
         error = {"error": {"message": "The server had an error while generating the reply; its log has the "

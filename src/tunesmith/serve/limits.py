@@ -15,7 +15,8 @@ class Limits:
     """Any request body but an upload (chat messages, job parameters)."""
     max_tokens: int = 1024
     max_n: int = 8
-    max_concurrent_generations: int = 2
+    max_concurrent_generations: int = 8
+    """Requests generating at once; those on one base share a batch (serve/batcher.py)."""
     generation_wait_seconds: float = 60.0
     """How long a request waits for a free generation slot before a 429."""
     max_loaded_bases: int = 2

@@ -162,27 +162,24 @@ class GroupRelativeObjective:
     @torch.no_grad()
     def sample(self, model: torch.nn.Module, examples: list[PromptExample],
                device: torch.device | str) -> list[list[list[int]]]:
-        """G completions of every prompt, each cut after its first end-of-turn token. The
-        prompts of a micro-batch are sampled together, left-padded."""
-        config, tokenizer = self.config, self.tokenizer
-        width = max(len(e.prompt_ids) for e in examples)
-        rows = [[tokenizer.pad_token_id] * (width - len(e.prompt_ids)) + e.prompt_ids for e in examples]
-        masks = [[0] * (width - len(e.prompt_ids)) + [1] * len(e.prompt_ids) for e in examples]
-        prompts, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
+        """G completions of every prompt, each ending at its first end-of-turn token (EOS or the
+        template's own), through the one generation engine: the micro-batch's prompts, G rows
+        each, are sampled as one left-padded batch. Each row's seed is drawn from the global
+        random state, so the recipe's seed makes a run repeatable."""
+        from tunesmith.model.generation import Sampling, generate_ids
+
+        config, size = self.config, self.config.group_size
+        prompts = [e.prompt_ids for e in examples for _ in range(size)]
+        seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
+        samplings = [Sampling(config.max_new_tokens, config.temperature, config.top_p, seed=int(seed))
+                     for seed in seeds]
         was_training = model.training
         model.eval()
-        out = unwrap(model).generate(
-            input_ids=prompts, attention_mask=mask, do_sample=True, temperature=config.temperature,
-            top_p=config.top_p, top_k=None, max_new_tokens=config.max_new_tokens,
-            num_return_sequences=config.group_size, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, use_cache=True)
-        model.train(was_training)
-        completions = []
-        for row in out[:, width:].tolist():
-            if tokenizer.eos_token_id in row:
-                row = row[: row.index(tokenizer.eos_token_id) + 1]
-            completions.append(row)
-        size = config.group_size  # generate() returns each prompt's samples next to each other
+        try:
+            done = generate_ids(unwrap(model), self.tokenizer, prompts, samplings, batch_size=len(prompts))
+        finally:
+            model.train(was_training)
+        completions = [c.ids for c in done]  # generate_ids keeps the prompts' order
         return [completions[i * size : (i + 1) * size] for i in range(len(examples))]
 
     def grade(self, text: str, item: dict[str, Any]) -> float:
