@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "tunesmith.commands.quickstart",
     "tunesmith.commands.chat",
     "tunesmith.commands.evaluate",
+    "tunesmith.commands.advise",
     "tunesmith.commands.report",
     "tunesmith.commands.runs",
     "tunesmith.commands.models",
