@@ -19,13 +19,15 @@ from tunesmith.store import open_registry
 from tunesmith.store.advice import advice_list
 from tunesmith.train.auto import auto_batch_size, auto_epochs
 
-pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 FAST = ["evaluation.max_new_tokens=16", "evaluation.bootstrap_samples=300", "training.device=cpu"]
 
 
 def _write(folder: Path, name: str, task: tuple[list[dict], list[dict]]) -> tuple[Path, Path]:
     train, heldout = task
-    return write_jsonl(folder / f"{name}.jsonl", train), write_jsonl(folder / f"{name}-heldout.jsonl", heldout)
+    return (write_jsonl(folder / f"{name}.jsonl", train),
+            write_jsonl(folder / f"{name}-heldout.jsonl", heldout))
 
 
 def _comparison(advice: dict, system: str, versus: str, metric: str) -> dict:
@@ -86,6 +88,6 @@ def test_no_headroom_and_undecided_claim_only_what_the_intervals_support() -> No
     assert recommend(at_top)["recommendation"] == "nothing_to_gain"
     assert "few_shot" in recommend(at_top)["evidence"][0]
     # near the ceiling but the interval reaches below it: not "nothing to gain"
-    near = _measured({"zero_shot": (0.5, 0.4, 0.6), "few_shot": (0.97, 0.90, 1.0), "retrieval": (0.9, 0.8, 1)})
+    near = _measured({"zero_shot": (0.5, 0.4, 0.6), "few_shot": (0.97, 0.9, 1.0), "retrieval": (0.9, 0.8, 1)})
     assert recommend(near)["recommendation"] == "undecided"
     assert recommend({"systems": {}, "comparisons": []})["recommendation"] == "undecided"
