@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "tunesmith.commands.chat",
     "tunesmith.commands.evaluate",
     "tunesmith.commands.advise",
+    "tunesmith.commands.sweep",
     "tunesmith.commands.report",
     "tunesmith.commands.runs",
     "tunesmith.commands.models",
