@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "tunesmith.commands.evaluate",
     "tunesmith.commands.advise",
     "tunesmith.commands.sweep",
+    "tunesmith.commands.fixes",
     "tunesmith.commands.report",
     "tunesmith.commands.runs",
     "tunesmith.commands.models",
