@@ -61,7 +61,11 @@ def advise(recipe: Recipe, *, heldout: str | None = None, probe_steps: int = 3, 
                     loss_on=recipe.data.loss_on, chunk_tokens=recipe.training.loss_chunk_tokens)
     say("probing the cost of fine-tuning: a few training steps")
     cost = probe_cost_of(recipe, heldout, probe_steps)
-    evaluation = Evaluation(target, settings, device, say)
+    def relabel(message: str) -> None:  # the evaluation's "tuned" system is the base model, zero-shot
+        name, sep, rest = message.partition(": ")
+        say(f"{SYSTEMS.get(name, name)}: {rest}" if sep and name in SYSTEMS else message)
+
+    evaluation = Evaluation(target, settings, device, relabel)
     if heldout:
         report = evaluation.run(heldout)
         heldout_label = str(heldout)
