@@ -1,6 +1,7 @@
-"""The comparison page in a real headless Chromium: two jobs trained through the API with
-different learning rates are picked on the page; their validation curves are overlaid, the
-metrics table has a row each and the recipe differences name the learning rate."""
+"""The comparison and advice pages in a real headless Chromium: two jobs trained through the API
+with different learning rates are picked on the page; their validation curves are overlaid, the
+metrics table has a row each and the recipe differences name the learning rate. Advice made
+through POST /v1/advice shows its recommendation, systems and evidence."""
 
 from __future__ import annotations
 
@@ -58,3 +59,29 @@ def test_compare_page_overlays_curves_and_shows_metrics_and_differences(
     differences = " ".join(texts(browser, "#compare-differences tbody tr"))
     assert "training.learning_rate" in differences
     screenshot("compare")
+
+
+def test_advice_page_shows_the_recommendation_and_its_numbers(browser: Any, dashboard_server: Server) -> None:
+    import json
+
+    from tests.iterate.tasks import pets
+
+    origin = f"http://127.0.0.1:{dashboard_server.port}"
+    ids = []
+    for name, rows in zip(("pets.jsonl", "pets-heldout.jsonl"), pets(), strict=True):
+        body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        uploaded = httpx.post(f"{origin}/v1/files", files={"file": (name, body)},
+                              data={"purpose": "fine-tune"}, headers={"Origin": origin}, timeout=60)
+        ids.append(uploaded.json()["id"])
+    advice = httpx.post(f"{origin}/v1/advice", timeout=TIMEOUT, json={
+        "model": "tunesmith/tiny-chat", "training_file": ids[0], "validation_file": ids[1],
+        "max_new_tokens": 8, "probe_steps": 1})
+    assert advice.status_code == 200, advice.text
+    open_page(browser, dashboard_server, "#/advice")
+    card = f'section.advice[data-advice="{advice.json()["id"]}"]'
+    find(browser, card)
+    heading = texts(browser, f"{card} h2")[0]
+    assert advice.json()["recommendation"].replace("_", " ") in heading
+    rows = texts(browser, f"{card} table:not(.kv) tbody tr")
+    assert [r.split()[0] for r in rows] == ["zero_shot", "few_shot", "retrieval"]
+    assert texts(browser, f"{card} .evidence li")

@@ -69,6 +69,7 @@ const routes = [
   [/^#\/new$/, newJobPage],
   [/^#\/chat$/, chatPage],
   [/^#\/compare$/, comparePage],
+  [/^#\/advice$/, advicePage],
   [/^#\/login$/, loginPage],
   [/^#\/logout$/, () => { apiKey.clear(); location.hash = "#/login"; }],
   [/^#\/jobs$/, jobsPage],
@@ -491,4 +492,31 @@ async function comparePage(show) {
     h("section", { class: "card" }, h("h2", {}, "Training loss"), h("div", { id: "compare-train-chart" }, lineChart(curves("training")))),
     h("section", { class: "card" }, h("h2", {}, "Metrics"), metrics),
     h("section", { class: "card" }, h("h2", {}, "Recipe differences"), differences));
+}
+
+// --- advice before training --------------------------------------------------------------
+
+// What `tunesmith advise` (or POST /v1/advice) measured and recommended, newest first: each
+// prompting system's held-out numbers with intervals, the cost estimate and the evidence.
+async function advicePage(show) {
+  const { data } = await api("/v1/advice?limit=20");
+  if (!data.length) {
+    show(h("h1", {}, "Advice"), h("p", { class: "muted" }, "No advice yet: run ",
+      h("code", {}, "tunesmith advise DATA.jsonl"), " or POST /v1/advice."));
+    return;
+  }
+  const interval = (v, key = "value") => (v && typeof v[key] === "number" ? `${num(v[key], 3)} (${num(v.low, 3)}–${num(v.high, 3)})` : "—");
+  const cards = data.map((a) => {
+    const graders = [...new Set(Object.values(a.systems || {}).flatMap((s) => Object.keys(s.scores || {})))];
+    const systems = table(["system", "held-out loss", ...graders], Object.entries(a.systems || {}).map(([name, s]) =>
+      [name, interval(s.loss, "loss"), ...graders.map((g) => interval(s.scores[g]))]));
+    const cost = a.cost || {};
+    return h("section", { class: "card advice", "data-advice": a.id },
+      h("h2", {}, h("span", { class: `badge ${a.recommendation}` }, a.recommendation.replace(/_/g, " ")), ` ${a.model}`),
+      keyValues([["dataset", a.dataset_id], ["held-out examples", a.examples], ["recorded", when(a.created_at)],
+        ["fine-tuning cost", `${cost.train_examples} examples × ${cost.epochs} epochs = ${cost.tokens} tokens in ${cost.total_steps} steps, about ${num(cost.estimated_seconds, 0)} s here`]]),
+      h("p", { class: "reason" }, a.reason), systems,
+      h("ul", { class: "evidence" }, (a.evidence || []).map((line) => h("li", {}, line))));
+  });
+  show(h("h1", {}, "Advice"), ...cards);
 }
