@@ -91,3 +91,12 @@ def test_no_headroom_and_undecided_claim_only_what_the_intervals_support() -> No
     near = _measured({"zero_shot": (0.5, 0.4, 0.6), "few_shot": (0.97, 0.9, 1.0), "retrieval": (0.9, 0.8, 1)})
     assert recommend(near)["recommendation"] == "undecided"
     assert recommend({"systems": {}, "comparisons": []})["recommendation"] == "undecided"
+    # retrieval ahead on one metric and behind on another: mixed, so not "retrieval"
+    middling = (0.5, 0.4, 0.6)
+    mixed = _measured({"zero_shot": middling, "few_shot": middling, "retrieval": middling})
+    mixed["comparisons"] = [
+        {"system": "retrieval", "versus": "few_shot", "metric": m, "items": 10, "wins": 5, "ties": 0,
+         "losses": 5, "difference": {"value": d, "low": d - 0.01, "high": d + 0.01}, "verdict": v}
+        for m, d, v in (("loss", 0.2, "better"), ("exact", -0.2, "worse"))]
+    result = recommend(mixed)
+    assert result["recommendation"] == "undecided" and "mixed" in result["reason"]

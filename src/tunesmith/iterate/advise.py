@@ -158,7 +158,7 @@ def _say(c: dict[str, Any]) -> str:
 def recommend(measured: dict[str, Any], ceiling: float = CEILING) -> dict[str, Any]:
     """The recommendation, its reason in plain words and the comparisons it rests on."""
     systems, comparisons = measured["systems"], measured["comparisons"]
-    graders = sorted({g for s in systems.values() for g in s["scores"]})
+    graders = list(dict.fromkeys(g for s in systems.values() for g in s["scores"]))  # the report's order
 
     # 1. no headroom without retrieval: the model already does it zero-shot or with a few examples
     at_ceiling = _at_ceiling(systems, graders, ceiling)
@@ -201,8 +201,13 @@ def recommend(measured: dict[str, Any], ceiling: float = CEILING) -> dict[str, A
             return {"recommendation": "fine_tune", "reason": reason, "evidence": evidence}
 
     evidence = [_say(c) for c in comparisons]
-    why = "no grader scored the replies" if best is None else \
-        "the intervals do not separate the systems enough to tell"
+    if ahead and behind:
+        why = (f"retrieval is ahead of few-shot on {', '.join(c['metric'] for c in ahead)} but behind on "
+               f"{', '.join(c['metric'] for c in behind)}: the evidence is mixed")
+    elif best is None:
+        why = "no grader scored the replies"
+    else:
+        why = "the intervals do not separate the systems enough to tell"
     return {"recommendation": "undecided",
             "reason": f"{why}; more held-out examples (evaluation.max_examples, a larger held-out file) or "
                       "graders that check what matters (--graders) would narrow the intervals",
