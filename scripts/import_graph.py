@@ -47,6 +47,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # suite after it.
     ("loop", ("train.loop",)),
     ("store", ("store",)),
+    # Deciding and iterating before and between runs: advice, sweeps of registered runs, data fixes.
+    ("iterate", ("iterate",)),
     # Shipping a trained model: resolve it by path, registry name or alias; export it; pull bases.
     ("ship", ("model.targets", "model.export", "model.pull")),
     ("top", ("serve", "commands", "cli", "__main__", "__init__")),

@@ -11,7 +11,7 @@ from tunesmith.store.engine import make_engine
 from tunesmith.store.schema import Base
 
 TABLES = {"files", "dataset_versions", "jobs", "events", "checkpoints", "models", "model_datasets", "aliases",
-          "api_keys", "base_models",
+          "api_keys", "base_models", "advice",
           "alembic_version"}
 
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from tunesmith import __version__
-from tunesmith.serve import chat, dashboard, files, jobs, models
+from tunesmith.serve import advice, chat, compare, dashboard, files, jobs, models
 from tunesmith.serve.auth import KeyChecker
 from tunesmith.serve.errors import APIError, CatchAllMiddleware, body, install
 from tunesmith.serve.guard import GuardMiddleware
@@ -50,7 +50,7 @@ def create_app(registry: Registry, home: Path, limits: Limits | None = None,
     app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
     install(app)
-    for module in (files, jobs, models, chat, dashboard):
+    for module in (files, jobs, models, chat, advice, compare, dashboard):
         app.include_router(module.router)
 
     @app.get("/health")

