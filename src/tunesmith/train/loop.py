@@ -21,7 +21,7 @@ import torch
 from tunesmith.data.pack import plan_epoch
 from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
-from tunesmith.hardware import pick_device, pick_dtype
+from tunesmith.hardware import choose_dtype, pick_device
 from tunesmith.model.adapters import apply_adapter, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
@@ -195,9 +195,14 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
             f"micro_batch_tokens={budget} cannot hold the longest example ({data.longest} tokens)",
             where="training.micro_batch_tokens",
             fix=f"set it to at least {data.longest} or lower data.max_length")
+    dtype = choose_dtype(training.dtype, device, shape=(min(budget, 2048), 1024, 1024),
+                         full=resolved.adapter.kind == "full")
+    if training.dtype == "auto":  # the measured choice and why: in recipe.yaml, run.json, the start line
+        training.dtype = dtype.name
+        chosen.update(dtype.record())
     run.write_recipe(resolved)
 
-    model = load_model(ref, resolved.trust_remote_code, pick_dtype(training.dtype, device), objective.head)
+    model = load_model(ref, resolved.trust_remote_code, dtype.dtype, objective.head)
     model.config.use_cache = False
     model = apply_adapter(model, resolved.adapter).to(device)
     expert_note = untrained_experts_note(model)  # reported once the reporter exists
@@ -358,7 +363,8 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
         # Before "end", so the report joins the registered model; rank 0 alone, like every write.
         from tunesmith.evaluate.runner import evaluate_after_training
 
-        evaluate_after_training(run.path, reporter.report, str(device))
+        evaluate_after_training(run.path, reporter.report, str(device),  # no reload where it is the same
+                                model=None if ctx.enabled else model, tokenizer=tokenizer)
     reporter.report({"type": "end", "step": progress.step, "status": status,
                      "final_dir": str(final_dir) if final_dir else None})
     reporter.close()
