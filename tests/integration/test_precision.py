@@ -16,7 +16,7 @@ from tunesmith.recipe import AdapterConfig, load_recipe
 from tunesmith.train.loop import train
 from tunesmith.train.run import RunDir
 
-BF16_LOSS_TOLERANCE = 0.03
+BF16_LOSS_TOLERANCE = 0.01
 """Largest relative difference of the held-out loss of a bf16-base LoRA run from the fp32 run."""
 
 
