@@ -198,6 +198,8 @@ def _train(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str 
     dtype = choose_dtype(training.dtype, device, shape=(min(budget, 2048), 1024, 1024),
                          full=resolved.adapter.kind == "full")
     if training.dtype == "auto":  # the measured choice and why: in recipe.yaml, run.json, the start line
+        shared = dist.broadcast_text(ctx, dtype.name if ctx.is_main else None)  # every rank takes rank 0's
+        dtype = dtype if shared == dtype.name else choose_dtype(shared, device)
         training.dtype = dtype.name
         chosen.update(dtype.record())
     run.write_recipe(resolved)
