@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "src" / "tunesmith" / "assets" / "data" / "support"
+DATA_ROOT = ROOT / "src" / "tunesmith" / "assets" / "data"
 TINY = ROOT / "src" / "tunesmith" / "assets" / "models" / "tiny-chat"
 RESULTS = ROOT / "bench" / "results"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -204,7 +204,7 @@ def tunesmith_overrides(cfg: dict[str, Any], run_dir: Path) -> list[str]:
     steps = cfg["steps"]
     return [
         f"base_model={cfg['base_model']}",
-        f"data.train={DATA / 'train.jsonl'}",
+        f"data.train={Path(cfg['data']) / 'train.jsonl'}",
         "data.validation_split=0",  # no held-out split: nothing is evaluated during training
         f"data.max_length={cfg['max_length']}",
         "data.loss_on=assistant",
@@ -236,7 +236,7 @@ def training_plan(cfg: dict[str, Any]) -> dict[str, Any]:
     recipe = load_recipe(None, tunesmith_overrides(cfg, Path(tempfile.gettempdir()) / "unused"))
     tokenizer = ts_load_tokenizer(resolve_model(recipe.base_model))
     data = prepare_data(recipe, tokenizer, recipe.data.max_length)
-    chats = read_chats(DATA / "train.jsonl")
+    chats = read_chats(Path(cfg["data"]) / "train.jsonl")
     if data.dropped or data.truncated or len(data.train) != len(chats):
         sys.exit(f"{len(data.dropped)} dropped / {data.truncated} truncated examples at max_length "
                  f"{cfg['max_length']}: the two tools would not see the same tokens; raise --max-length")
@@ -353,7 +353,7 @@ def worker_trl(cfg: dict[str, Any], plan: dict[str, Any], baton: Baton) -> dict[
     if tokenizer.chat_template != plan["template"]:
         sys.exit("TRL's tokenizer has another chat template than tunesmith's")
     chats = [[{"role": m["role"], "content": m["content"]} for m in chat]
-             for chat in read_chats(DATA / "train.jsonl")]
+             for chat in read_chats(Path(cfg["data"]) / "train.jsonl")]
     ordered = [chats[i] for i in plan["order"]]
     template = trl_training_template(tokenizer)
     if template is not None:
@@ -459,7 +459,8 @@ def worker_eval(cfg: dict[str, Any], adapters: list[str]) -> dict[str, Any]:
     from peft import PeftModel
 
     tokenizer = load_tokenizer(cfg)
-    examples = [assistant_mask(tokenizer, chat) for chat in read_chats(DATA / "validation.jsonl")]
+    chats = read_chats(Path(cfg["data"]) / "validation.jsonl")
+    examples = [assistant_mask(tokenizer, chat) for chat in chats]
     base = load_model(cfg).eval()
 
     @torch.no_grad()
@@ -501,13 +502,13 @@ WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFO
 
 class Worker:
     def __init__(self, kind: str, cfg: dict[str, Any], workdir: Path, tag: str, lockstep: bool,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, script: str = __file__) -> None:
         self.kind, self.tag = kind, tag
         self.result_path = workdir / f"{kind}-{tag}.result.json"
         self.log_path = workdir / f"{kind}-{tag}.log"
         config_path = workdir / f"{kind}-{tag}.config.json"
         config_path.write_text(json.dumps({**cfg, "tag": tag}))
-        command = [sys.executable, __file__, "--worker", kind, "--config", str(config_path),
+        command = [sys.executable, script, "--worker", kind, "--config", str(config_path),
                    "--result", str(self.result_path)]
         pass_fds: tuple[int, ...] = ()
         self.go = self.ready = None
@@ -634,7 +635,8 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         f"model-loaded. Whole-process ru_maxrss (includes loading the model): tunesmith "
         f"{ts['process_max']:.0f} MiB, TRL {trl['process_max']:.0f} MiB.",
         f"- Held-out loss: one evaluation function (transformers forward, cross-entropy over the "
-        f"assistant tokens of support/validation.jsonl: {evaluation['examples']} conversations, "
+        f"assistant tokens of {Path(cfg['data']).name}/validation.jsonl: "
+        f"{evaluation['examples']} conversations, "
         f"{evaluation['tokens']} tokens) applied to both adapters; base model without adapter "
         f"{evaluation['losses']['base']:.4f}.",
         f"- Train loss at step 1 / step {cfg['steps']}: tunesmith {ts['first_loss']:.4f} / "
@@ -666,6 +668,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="fresh pairs of trainer processes; who goes first alternates")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default="support",
+                        help="a data set in tunesmith/assets/data (support: long chats; routing: ~60-token "
+                             "examples) or a folder with train.jsonl and validation.jsonl")
     parser.add_argument("--output", type=Path, default=None,
                         help="results markdown (default bench/results/sft_throughput-DATE.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, adapters, logs)")
@@ -687,7 +692,9 @@ def main() -> None:
     cfg = {"location": model["location"], "gguf_file": model["gguf_file"], "base_model": model["base_model"],
            "model_label": model["label"], "steps": args.steps, "batch_size": args.batch_size,
            "max_length": args.max_length, "seed": args.seed, "rank": 16, "alpha": 32, "lr": 2e-4,
-           "workdir": str(workdir), "plan": str(workdir / "plan.json")}
+           "workdir": str(workdir), "plan": str(workdir / "plan.json"),
+           "data": str(DATA_ROOT / args.data if (DATA_ROOT / args.data).is_dir()
+                       else Path(args.data).resolve())}
     print(f"model: {model['label']}\nwork folder: {workdir}", flush=True)
     plan = training_plan(cfg)
     (workdir / "plan.json").write_text(json.dumps(plan))

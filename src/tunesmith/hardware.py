@@ -2,13 +2,40 @@
 
 Training, evaluation and the server ask here, so a run and the model serving it agree. A leaf
 module: it imports torch and tunesmith.errors only.
+
+On a CPU, `dtype: auto` is decided by measurement, not by a guess from the CPU's name: CPUs
+of the same kind differ (AMX-BF16 or avx512_bf16 make a bf16 matmul several times faster
+than fp32; without them PyTorch emulates bf16 and it is slower). A short probe times one
+matmul of a training-sized shape in both dtypes, once per process, and bf16 is chosen only
+where it is clearly faster.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 
 from tunesmith.errors import RecipeError
+
+PROBE_SHAPE = (1024, 1024, 1024)
+"""(tokens, hidden, out): a micro-batch's worth of tokens through a ~1k-wide projection, the
+shape of the matmuls that dominate a small model's training step."""
+SCOUT_SHAPE = (256, 256, 256)
+"""Timed first: where bf16 is emulated it can be 100x slower than fp32, and one bf16 matmul of
+the training shape would then take seconds. If bf16 loses clearly here, the probe stops."""
+SLOW_CALL_SECONDS = 0.2
+"""A bf16 matmul of the training shape predicted to take longer than this (at the scout's rate)
+is not timed: bf16 that slow is emulated, and the scout's figures decide."""
+PROBE_SECONDS = 0.05
+"""Time spent timing each dtype at each shape (after one warm-up call)."""
+BF16_MARGIN = 1.25
+"""bf16 must beat fp32 by this factor: a step is not all matmuls, and casts cost something."""
+
+Probe = Callable[[tuple[int, int, int]], dict[str, Any]]
 
 
 def pick_device(requested: str) -> torch.device:
@@ -24,10 +51,104 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+@dataclass(frozen=True, slots=True)
+class DtypeChoice:
+    """The dtype a run's base weights get, and why (for the run's records and the progress line)."""
+
+    dtype: torch.dtype
+    reason: str
+    measured: dict[str, Any] = field(default_factory=dict)  # GFLOP/s per dtype name and shape, if probed
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def record(self) -> dict[str, Any]:
+        """What `auto` chose, as written into run.json and the start event."""
+        out: dict[str, Any] = {"dtype": self.name, "dtype_reason": self.reason}
+        if self.measured:
+            out["dtype_probe"] = dict(self.measured)
+        return out
+
+
+def _matmul_gflops(dtype: torch.dtype, shape: tuple[int, int, int]) -> float:
+    m, k, n = shape
+    generator = torch.Generator().manual_seed(0)  # never the global RNG: a run's seed stays exact
+    a = torch.randn(m, k, generator=generator).to(dtype)
+    b = torch.randn(k, n, generator=generator).to(dtype)
+    out = torch.empty(m, n, dtype=dtype)
+    torch.mm(a, b, out=out)  # warm-up: first-call dispatch and packing
+    count, started = 0, time.perf_counter()
+    while True:
+        torch.mm(a, b, out=out)
+        count += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= PROBE_SECONDS:
+            return 2 * m * k * n * count / elapsed / 1e9
+
+
+def _measure(shape: tuple[int, int, int]) -> dict[str, Any]:
+    return {"float32": round(_matmul_gflops(torch.float32, shape), 2),
+            "bfloat16": round(_matmul_gflops(torch.bfloat16, shape), 2), "shape": "x".join(map(str, shape))}
+
+
+_PROBED: dict[tuple[tuple[int, int, int], int], dict[str, Any]] = {}
+
+
+def probe_cpu_matmul(shape: tuple[int, int, int] = PROBE_SHAPE) -> dict[str, Any]:
+    """Measured GFLOP/s of an fp32 and a bf16 matmul of `shape` on this CPU with torch's thread
+    count (bf16 at the small scout shape only, where it is clearly slow there), and the shapes.
+    Cached per process (per shape and thread count); well under a second."""
+    key = (shape, torch.get_num_threads())
+    if key not in _PROBED:
+        scout = _measure(SCOUT_SHAPE)
+        m, k, n = shape
+        bf16_call = 2 * m * k * n / max(scout["bfloat16"], 1e-3) / 1e9  # seconds, at the scout's rate
+        slow = scout["bfloat16"] * 2 < scout["float32"] or bf16_call > SLOW_CALL_SECONDS
+        if slow:  # fp32 still measured at the training shape: small matmuls under-use threads
+            fp32 = round(_matmul_gflops(torch.float32, shape), 2)
+            _PROBED[key] = {"float32": fp32, "bfloat16": scout["bfloat16"],
+                            "shape": f"fp32 {'x'.join(map(str, shape))}, bf16 {scout['shape']}"}
+        else:
+            _PROBED[key] = _measure(shape)
+    return _PROBED[key]
+
+
+def decide_cpu_dtype(measured: dict[str, Any]) -> DtypeChoice:
+    """bf16 where the probe shows it at least BF16_MARGIN times faster than fp32, else fp32."""
+    fp32, bf16 = measured["float32"], measured["bfloat16"]
+    at = f" (matmul {measured['shape']})" if measured.get("shape") else ""
+    summary = f"bf16 {bf16:.3g} GFLOP/s vs fp32 {fp32:.3g} GFLOP/s on this CPU{at}"
+    if bf16 >= BF16_MARGIN * fp32:
+        return DtypeChoice(torch.bfloat16, f"{summary}: bf16 is {bf16 / fp32:.1f}x faster", measured)
+    return DtypeChoice(torch.float32, f"{summary}: bf16 is not at least {BF16_MARGIN}x faster", measured)
+
+
+def choose_dtype(requested: str, device: torch.device, probe: Probe | None = None,
+                 shape: tuple[int, int, int] = PROBE_SHAPE, full: bool = False) -> DtypeChoice:
+    """`auto`: bf16 on a CUDA GPU that supports it; on a CPU, what the probe (`probe`, or the
+    cached matmul timing) shows faster; fp32 elsewhere. An explicit dtype is taken as given.
+
+    The dtype is the base weights'. An adapter's own weights, their AdamW state and the loss
+    sums stay fp32 whatever it is (PEFT keeps adapter weights fp32 over a bf16 base). Under
+    full fine-tuning (`full`) every weight is trained and AdamW's state takes the weights'
+    dtype, so on a CPU `auto` keeps fp32: bf16 weights would round away small updates."""
+    if requested != "auto":
+        return DtypeChoice(getattr(torch, requested), "set in the recipe")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return DtypeChoice(torch.bfloat16, "CUDA GPU with bf16 support")
+        return DtypeChoice(torch.float32, "CUDA GPU without bf16 support")
+    if device.type == "cpu":
+        choice = decide_cpu_dtype((probe or probe_cpu_matmul)(shape))
+        if full and choice.dtype == torch.bfloat16:
+            why = (f"{choice.reason}, but full fine-tuning keeps fp32 weights "
+                   "(bf16 would round away small updates)")
+            return DtypeChoice(torch.float32, why, choice.measured)
+        return choice
+    return DtypeChoice(torch.float32, f"fp32 on {device.type}")
+
+
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """`auto`: bf16 on a CUDA GPU that supports it, fp32 elsewhere."""
-    if requested == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, requested)
+    """The dtype alone (see choose_dtype)."""
+    return choose_dtype(requested, device).dtype

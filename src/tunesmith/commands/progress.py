@@ -42,7 +42,7 @@ class ConsoleProgress:
             f"{data['validation_source']}; {record['trainable_parameters']:,} trainable parameters",
             highlight=False)
         if record.get("auto"):
-            chosen = ", ".join(f"{k}={v}" for k, v in record["auto"].items())
+            chosen = ", ".join(f"{k}={v}" for k, v in record["auto"].items() if not isinstance(v, dict))
             self.console.print(f"  auto: {chosen}", highlight=False)
         if record["step"]:
             self.console.print(f"  resuming at step {record['step']}", highlight=False)

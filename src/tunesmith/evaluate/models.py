@@ -60,11 +60,11 @@ class Models:
     """The tuned model, and the base model it came from: for an adapter, the same weights
     with the adapter switched off (no second copy in memory); otherwise loaded once."""
 
-    def __init__(self, target: Target, device: str):
+    def __init__(self, target: Target, device: str, tuned: Any = None):
         from tunesmith.model.inference import load_trained
 
         self.target, self.device = target, device
-        self.tuned = load_trained(target.model, device)
+        self.tuned = tuned if tuned is not None else load_trained(target.model, device)
         self._base: Any = None
 
     @contextmanager
@@ -92,23 +92,38 @@ def max_positions(loaded: Any, fallback: int) -> int:
 # --- losses ---------------------------------------------------------------------------------
 
 
-def example_losses(loaded: Any, examples: list[Any], chunk_tokens: int,
-                   device: str) -> list[dict[str, float]]:
-    """Summed loss, trained tokens and correct tokens of each example, one at a time, with
-    the training loop's own evaluation (same objective, same masks)."""
-    from tunesmith.evaluate.heldout import evaluate
-    from tunesmith.hardware import pick_device
-    from tunesmith.train.objectives import make_objective
+EVAL_BATCH_TOKENS = 4096
+"""Tokens per packed forward when scoring held-out examples (the CPU training default)."""
 
-    objective = make_objective("sft", chunk_tokens)
-    out = []
-    for example in examples:
-        if example is None:
-            out.append({"loss_sum": float("nan"), "tokens": 0.0, "correct": 0.0})
-            continue
-        result = evaluate(loaded.model, objective, [example], len(example), pick_device(device))
-        out.append({"loss_sum": result["loss"] * result["tokens"], "tokens": result["tokens"],
-                    "correct": result["token_accuracy"] * result["tokens"]})
+
+def example_losses(loaded: Any, examples: list[Any], chunk_tokens: int, device: str,
+                   budget: int = EVAL_BATCH_TOKENS) -> list[dict[str, float]]:
+    """Summed loss, trained tokens and correct tokens of each example, packed like training
+    (several examples per forward, each attending only to itself) with the training loss's
+    own masks and head; the same numbers as scoring each example alone."""
+    import torch
+
+    from tunesmith.data.pack import collate_packed, pack_indices
+    from tunesmith.hardware import pick_device
+    from tunesmith.train.loss import example_losses as packed_losses
+
+    target = pick_device(device)
+    out = [{"loss_sum": float("nan"), "tokens": 0.0, "correct": 0.0} for _ in examples]
+    present = [i for i, e in enumerate(examples) if e is not None]
+    lengths = [len(e) if e is not None else 0 for e in examples]
+    was_training = loaded.model.training
+    loaded.model.eval()
+    try:
+        with torch.no_grad():
+            for micro in pack_indices(present, lengths, max(budget, max(lengths, default=1))):
+                batch = collate_packed([examples[i] for i in micro])
+                scores = packed_losses(loaded.model, batch.input_ids.to(target), batch.labels.to(target),
+                                       batch.position_ids.to(target), [lengths[i] for i in micro],
+                                       chunk_tokens)
+                for i, (loss_sum, correct, tokens) in zip(micro, scores, strict=True):
+                    out[i] = {"loss_sum": loss_sum, "tokens": float(tokens), "correct": float(correct)}
+    finally:
+        loaded.model.train(was_training)
     return out
 
 

@@ -49,8 +49,9 @@ Progress = Callable[[str], None]
 
 class Evaluation:
     def __init__(self, target: Target, settings: EvaluationConfig, device: str = "cpu",
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, tuned: Any = None):
         self.target, self.settings, self.device = target, settings, device
+        self.tuned = tuned  # the model as it is in memory after training, instead of a reload
         self.say = progress or (lambda message: None)
 
     def run(self, heldout: str | Path | list[Record]) -> dict[str, Any]:
@@ -62,8 +63,9 @@ class Evaluation:
         # Held-out records split from the training file are never shown as demonstrations.
         self._held_out = {str(r.source) for r in heldout} if isinstance(heldout, list) else set()
         items = load_items(data, self.target.data_format, settings.max_examples, settings.bootstrap_seed)
-        self.say(f"loading {self.target.model}")
-        self.models = models = Models(self.target, self.device)
+        if self.tuned is None:
+            self.say(f"loading {self.target.model}")
+        self.models = models = Models(self.target, self.device, self.tuned)
         renderer = Renderer(models.tuned.tokenizer, self.target.loss_on)
         baselines = [b for b in SYSTEMS[1:] if b in settings.baselines]
         train_records = self._train_records()
@@ -349,18 +351,20 @@ def validation_split(run_dir: Path) -> list[Record]:
 
 def evaluate_model(model: str | Path, heldout: str | Path | None, settings: EvaluationConfig, *,
                    train_data: str | None = None, base_model: str | None = None, out_dir: Path | None = None,
-                   device: str = "cpu", progress: Progress | None = None) -> tuple[dict[str, Any], Path]:
+                   device: str = "cpu", progress: Progress | None = None,
+                   tuned: Any = None) -> tuple[dict[str, Any], Path]:
     """Evaluate and write the report: into the run directory, or `out_dir`. With no held-out
-    file, a run directory is evaluated on its own automatic validation split."""
+    file, a run directory is evaluated on its own automatic validation split. `tuned` (a
+    LoadedModel) is the tuned model already in memory, used instead of loading `model`."""
     target = target_of(model, train_data, base_model)
     if heldout is None:
         if target.run_dir is None:
             raise DataError("no held-out data to evaluate on", fix="pass --data HELDOUT.jsonl")
         records = validation_split(target.run_dir)
-        report = Evaluation(target, settings, device, progress).run(records)
+        report = Evaluation(target, settings, device, progress, tuned).run(records)
         report["data"] = f"the run's validation split ({len(records)} examples of {target.train_data})"
     else:
-        report = Evaluation(target, settings, device, progress).run(heldout)
+        report = Evaluation(target, settings, device, progress, tuned).run(heldout)
         report["data"] = str(heldout)
     folder = out_dir or target.run_dir
     if folder is None:
@@ -373,15 +377,37 @@ def evaluate_model(model: str | Path, heldout: str | Path | None, settings: Eval
     return report, write_report(report, folder, metrics)
 
 
-def evaluate_after_training(run_dir: Path, report: Callable[[dict[str, Any]], None], device: str) -> None:
+def trained_in_memory(model: Any, tokenizer: Any, run_dir: Path) -> Any:
+    """The single-process model the loop just trained and saved, ready to evaluate as a reload
+    of its final/ folder would be, or None where it would not be the same: a base loaded in
+    another dtype than the fp32 a reload gives, or a reward model's scalar head."""
+    import torch
+
+    from tunesmith.data.render import Renderer
+    from tunesmith.model.adapters import is_score_model
+    from tunesmith.model.inference import LoadedModel
+    from tunesmith.train.loss import causal_lm
+
+    if is_score_model(causal_lm(model)) or any(p.dtype != torch.float32 for p in model.parameters()):
+        return None
+    model.eval()
+    model.config.use_cache = True  # training turned the KV cache off; generation wants it
+    return LoadedModel(model, tokenizer, Renderer(tokenizer), str(run_dir))
+
+
+def evaluate_after_training(run_dir: Path, report: Callable[[dict[str, Any]], None], device: str,
+                            model: Any = None, tokenizer: Any = None) -> None:
     """The hook at the end of a successful run whose recipe asks for evaluation. A failure
-    is reported as a warning event: the trained model is kept and `tunesmith eval` can retry."""
+    is reported as a warning event: the trained model is kept and `tunesmith eval` can retry.
+    `model` and `tokenizer`, the ones just trained and saved to final/, spare a reload from
+    disk where that gives the same model (trained_in_memory)."""
     from tunesmith.train.run import RunDir
 
     recipe = RunDir(run_dir).read_recipe()
     heldout = recipe.evaluation.data or recipe.data.validation  # else the run's own split
     try:
-        result, path = evaluate_model(run_dir, heldout, recipe.evaluation, device=device)
+        tuned = trained_in_memory(model, tokenizer, run_dir) if model is not None else None
+        result, path = evaluate_model(run_dir, heldout, recipe.evaluation, device=device, tuned=tuned)
     except Exception as exc:  # any failure here must not lose a finished training
         report({"type": "event", "level": "warning", "message": f"evaluation failed: {exc}"})
         return

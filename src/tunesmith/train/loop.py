@@ -23,7 +23,7 @@ from tunesmith.data.pack import plan_epoch
 from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
 from tunesmith.evaluate.heldout import evaluate
-from tunesmith.hardware import pick_device, pick_dtype
+from tunesmith.hardware import choose_dtype, pick_device
 from tunesmith.model.adapters import apply_adapter, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
@@ -232,9 +232,16 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
             f"micro_batch_tokens={budget} cannot hold the longest example ({data.longest} tokens)",
             where="training.micro_batch_tokens",
             fix=f"set it to at least {data.longest} or lower data.max_length")
+    dtype = choose_dtype(training.dtype, device, shape=(min(budget, 2048), 1024, 1024),
+                         full=resolved.adapter.kind == "full")
+    if training.dtype == "auto":  # the measured choice and why: in recipe.yaml, run.json, the start line
+        shared = dist.broadcast_text(ctx, dtype.name if ctx.is_main else None)  # every rank takes rank 0's
+        dtype = dtype if shared == dtype.name else choose_dtype(shared, device)
+        training.dtype = dtype.name
+        chosen.update(dtype.record())
     run.write_recipe(resolved)
 
-    model = load_model(ref, resolved.trust_remote_code, pick_dtype(training.dtype, device), objective.head)
+    model = load_model(ref, resolved.trust_remote_code, dtype.dtype, objective.head)
     model.config.use_cache = False
     model = apply_adapter(model, resolved.adapter).to(device)
     expert_note = untrained_experts_note(model)  # reported once the reporter exists
@@ -399,7 +406,8 @@ def _finish(s: _Session, status: Outcome) -> TrainResult:
         # Before "end", so the report joins the registered model; rank 0 alone, like every write.
         from tunesmith.evaluate.runner import evaluate_after_training
 
-        evaluate_after_training(run.path, reporter.report, str(s.device))
+        evaluate_after_training(run.path, reporter.report, str(s.device),  # no reload where it is the same
+                                model=None if s.ctx.enabled else s.model, tokenizer=s.tokenizer)
     reporter.report({"type": "end", "step": progress.step, "status": str(status),
                      "final_dir": str(final_dir) if final_dir else None})
     reporter.close()

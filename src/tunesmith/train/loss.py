@@ -205,3 +205,27 @@ def token_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Te
     loss_sum, correct = _LinearCrossEntropy.apply(selected, head.weight, head.bias, targets, softcap, tile,
                                                   torch.is_grad_enabled())
     return TokenLoss(loss_sum, correct, int(targets.numel()))
+
+
+@torch.no_grad()
+def example_losses(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
+                   position_ids: torch.Tensor, lengths: list[int],
+                   chunk_tokens: int = 1024) -> list[tuple[float, int, int]]:
+    """(summed loss, correct tokens, trained tokens) of each example of one packed row, from a
+    single forward: the same numbers as `token_loss` on each example alone, since examples in
+    a packed row attend only to themselves and each is scored on its own targets."""
+    hidden = hidden_states(model, input_ids, position_ids)[0]
+    head = causal_lm(model).get_output_embeddings()
+    softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
+    tile = max(1, min(chunk_tokens, TILE_LOGITS // head.weight.shape[0]))
+    out, start = [], 0
+    for length in lengths:
+        end = start + length
+        targets = labels[0, start + 1 : end]
+        keep = targets != IGNORE_INDEX
+        targets = targets[keep]
+        loss_sum, correct = _LinearCrossEntropy.apply(hidden[start : end - 1][keep], head.weight, head.bias,
+                                                      targets, softcap, tile, False)
+        out.append((float(loss_sum), int(correct), int(targets.numel())))
+        start = end
+    return out
