@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +16,21 @@ STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories26
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own tunesmith home (registry and artifacts), never the user's."""
+def isolated_home(tmp_path_factory: pytest.TempPathFactory,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own tunesmith home (registry and artifacts), never the user's, and
+    leaves the environment as it found it (a variable the CLI sets for itself, such as
+    HF_HUB_DISABLE_PROGRESS_BARS, or one a test set by hand, must not reach the next test)."""
+    before = dict(os.environ)
     home = tmp_path_factory.mktemp("tunesmith-home")
     monkeypatch.setenv("TUNESMITH_HOME", str(home))
     monkeypatch.delenv("TUNESMITH_DATABASE_URL", raising=False)
-    return home
+    yield home
+    for key in set(os.environ) - set(before):
+        del os.environ[key]
+    for key, value in before.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

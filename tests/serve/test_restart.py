@@ -43,8 +43,10 @@ def test_keys_are_required_and_a_killed_server_resumes_its_job(tmp_path: Path, d
         # The child dies with its server (no orphan keeps training on its own).
         wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
                  timeout=60)
+        assert _raw_status(home, job.id) == "running", "the job finished before the server was killed"
         saved = max(c.step for c in _checkpoints(home, job.id))
-        assert _status(home, job.id) == "running", "the job finished before the server was killed"
+        # That read saw the server's pid gone and handed the job back (store/liveness.py).
+        assert _status(home, job.id) == "queued"
 
         server = Server(home, tmp_path / "server.log").start()
         client = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0, timeout=120)
@@ -66,6 +68,16 @@ def _checkpoints(home: Path, job_id: str) -> list:
 
 def _status(home: Path, job_id: str) -> str:
     return _read(home, lambda registry: registry.job(job_id).status)
+
+
+def _raw_status(home: Path, job_id: str) -> str:
+    """The stored status, read without the liveness check."""
+    from sqlalchemy import select
+
+    from tunesmith.store.schema import Job
+
+    return _read(home, lambda registry: registry.read_raw(
+        lambda s: s.scalar(select(Job.status).where(Job.id == job_id))))
 
 
 def _read(home: Path, read: Callable[[Any], Any]) -> Any:

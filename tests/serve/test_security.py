@@ -58,6 +58,15 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
+@pytest.fixture
+def doomed(guarded: Server) -> Iterator[Server]:
+    """A second server over the guarded one's home, for the test that stops its server (the
+    module's own server must stay up for the tests that run after it, in any order)."""
+    server = Server(guarded.home, guarded.home / "doomed.log", guarded.args, cwd=guarded.cwd, env=guarded.env)
+    yield server.start()
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def talker(guarded: Server) -> str:
     """The babbler as a tuned model in the running server's registry (read per request)."""
@@ -111,6 +120,10 @@ def create_job(http: httpx.Client, file_id: str, **fields: Any) -> httpx.Respons
                                                    **fields})
 
 
+def job_ids(http: httpx.Client) -> set[str]:
+    return {job["id"] for job in http.get("/v1/fine_tuning/jobs", params={"limit": 100}).json()["data"]}
+
+
 PYTHON = {"type": "python", "name": "py", "source": "def grade(sample, item):\n    return 1.0\n"}
 
 
@@ -128,9 +141,10 @@ PYTHON = {"type": "python", "name": "py", "source": "def grade(sample, item):\n 
 ], ids=["evaluation", "nested-in-multi", "forgetting", "reinforcement-set", "method-grader"])
 def test_python_graders_are_refused_from_the_api(http: httpx.Client, file_id: str, fields: dict[str, Any],
                                                  param: str) -> None:
+    before = job_ids(http)  # other tests of this module create jobs, in any order
     error = refused(create_job(http, file_id, **fields), 400, "python_grader_not_allowed", param)
     assert "--allow-python-graders" in error["message"]
-    assert http.get("/v1/fine_tuning/jobs").json()["data"] == [], "no job was created"
+    assert job_ids(http) == before, "no job was created"
     healthy(http)
 
 
@@ -316,23 +330,24 @@ def test_a_client_that_leaves_stops_its_generation(talker: str, http: httpx.Clie
     healthy(http, chat=True)
 
 
-def test_sigterm_stops_the_server_mid_generation(guarded: Server, talker: str, http: httpx.Client) -> None:
-    """Last in this module: it stops the module's server."""
+def test_sigterm_stops_the_server_mid_generation(doomed: Server, talker: str) -> None:
     body = {"model": talker, "max_tokens": 1000, "n": 8, "stream": True,
             "messages": [{"role": "user", "content": "hi"}]}
     first = threading.Event()
+    with httpx.Client(base_url=f"http://127.0.0.1:{doomed.port}", timeout=120,
+                      headers={"Authorization": "Bearer unused"}) as http:
 
-    def listen() -> None:
-        try:
-            with http.stream("POST", "/v1/chat/completions", json=body) as response:
-                for _ in response.iter_lines():
-                    first.set()
-        except httpx.HTTPError:
-            pass
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    assert first.wait(60) and generations(http) == 1
-    assert guarded.process is not None
-    guarded.process.send_signal(signal.SIGTERM)
-    guarded.process.wait(timeout=20)  # a generation left running would hold it for minutes
-    thread.join(10)
+        def listen() -> None:
+            try:
+                with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    for _ in response.iter_lines():
+                        first.set()
+            except httpx.HTTPError:
+                pass
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        assert first.wait(60) and generations(http) == 1
+        assert doomed.process is not None
+        doomed.process.send_signal(signal.SIGTERM)
+        doomed.process.wait(timeout=20)  # a generation left running would hold it for minutes
+        thread.join(10)

@@ -118,3 +118,19 @@ def train_on_terminal(recipe: Any = None, job_id: str | None = None, **tracking:
     for failure in tracked.registry_failures:
         err_console.print(f"[yellow]registry:[/] {failure}", highlight=False)
     return tracked
+
+
+def say_stopped(tracked: Any, console: Console, what_next: str | None = None) -> int | None:
+    """When a signal stopped the training before its end (no final model), say so and how to
+    continue it, and give the command's exit code (128 + the signal); None when it ran to its end.
+
+    `what_next` replaces the default advice (`tunesmith train --resume RUN_DIR`) for a command
+    that does more after training (quickstart, retrain): it says what was not done and how to
+    finish it."""
+    result = tracked.result
+    if result.status != "stopped":
+        return None
+    advice = what_next or f"continue it with `tunesmith train --resume {result.run_dir}`"
+    console.print(f"[bold yellow]stopped[/] after {result.steps} steps, before the end of training; "
+                  f"{advice}", highlight=False, soft_wrap=True)
+    return 128 + tracked.stopped_by if tracked.stopped_by else 0

@@ -10,6 +10,7 @@ one held-out ticket answered by each, prints the verdict and says where everythi
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     step("fine-tune with LoRA")
     tracked = _train(recipe)
     run_dir = tracked.result.run_dir
+    stopped = _stopped(tracked, args, console)
+    if stopped is not None:
+        return stopped
 
     step("did it help? (held-out replies, graded)")
     report, report_path = _evaluate(run_dir, recipe, console)
@@ -176,6 +180,18 @@ def _train(recipe: Any) -> Any:
     from tunesmith.commands.progress import train_on_terminal
 
     return train_on_terminal(recipe)
+
+
+def _stopped(tracked: Any, args: argparse.Namespace, console: Any) -> int | None:
+    """A SIGTERM or Ctrl-C stopped the training at a checkpoint: there is no final model, so
+    nothing is evaluated or registered; the same quickstart with the run's name continues it."""
+    from tunesmith.commands.progress import say_stopped
+
+    run_dir = tracked.result.run_dir
+    again = (f"tunesmith quickstart{' --tiny' if args.tiny else ''} --out {shlex.quote(str(args.out))} "
+             f"--set output.name={shlex.quote(run_dir.name)}")
+    return say_stopped(tracked, console, f"nothing was evaluated or registered (there is no final model). "
+                                         f"Continue from its last checkpoint with `{again}`")
 
 
 def _evaluate(run_dir: Path, recipe: Any, console: Any) -> tuple[dict[str, Any], Path]:

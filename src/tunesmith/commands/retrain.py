@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.commands.console import console
-    from tunesmith.commands.progress import train_on_terminal
+    from tunesmith.commands.progress import say_stopped, train_on_terminal
     from tunesmith.store import open_registry
     from tunesmith.store.errors import AliasGuardError, RegistryError
     from tunesmith.store.retrain import compare_models, move_alias, retrain_recipe
@@ -52,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     suffix = parent.name.split(":")[2] if parent.name.count(":") >= 3 else None
     tracked = train_on_terminal(recipe, parent_model_id=parent.id, suffix=suffix)
     result = tracked.result
+    again = f"the same command with `--set output.name={result.run_dir.name}`"
+    stopped = say_stopped(tracked, console, f"no new model, so nothing was compared and no alias moved. "
+                                            f"Continue from its last checkpoint with {again}")
+    if stopped is not None:
+        return stopped
     if tracked.model is None:
         raise RegistryError(f"the retraining run ended as {result.status} without a model",
                             where=str(result.run_dir))

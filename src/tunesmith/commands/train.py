@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.commands.console import console
-    from tunesmith.commands.progress import train_on_terminal
+    from tunesmith.commands.progress import say_stopped, train_on_terminal
     from tunesmith.errors import RecipeError
     from tunesmith.recipe import load_recipe
 
@@ -58,10 +58,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     tracked = train_on_terminal(recipe, job_id=args.job, **resume)
     result = tracked.result
-    if result.status == "stopped":
-        console.print(f"[bold yellow]stopped[/] after {result.steps} steps; continue it with "
-                      f"`tunesmith train --resume {result.run_dir}`", highlight=False)
-        return 128 + tracked.stopped_by if tracked.stopped_by else 0
+    stopped = say_stopped(tracked, console)
+    if stopped is not None:
+        return stopped
     console.print(f"[bold green]{result.status}[/] after {result.steps} steps", highlight=False)
     if result.final_dir:
         console.print(f"  model: {result.final_dir}", highlight=False)

@@ -2,20 +2,24 @@
 
 A worker claims a job by setting `worker_id` on a row that has none (PostgreSQL: the row is
 picked with SELECT ... FOR UPDATE SKIP LOCKED; SQLite: the registry's BEGIN IMMEDIATE makes
-the select-and-update one serialised step), keeps `heartbeat_at` fresh while its child
-runs, and hands the job back when the child ends. A job whose heartbeat went stale lost its
-worker (killed, machine gone): any worker re-queues it, and training resumes from the last
-complete checkpoint because the run folder is named after the job.
+the select-and-update one serialised step) and records its own host and pid on it, keeps
+`heartbeat_at` fresh while its child runs, and hands the job back when the child ends. A job
+whose heartbeat went stale lost its worker (killed, machine gone): any worker re-queues it, and
+training resumes from the last complete checkpoint because the run folder is named after the
+job. Every reader does the same at once when the worker's pid on this host is gone
+(store/liveness.py, which holds the one rule for handing a job back).
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tunesmith.serve.errors import APIError, not_found
+from tunesmith.store.liveness import release, worker_fields
 from tunesmith.store.registry import Registry
 from tunesmith.store.schema import FINISHED, Event, Job, now
 
@@ -42,7 +46,7 @@ def claim(registry: Registry, worker_id: str) -> Job | None:
         if job is None:
             return None
         claimed = session.execute(update(Job).where(Job.id == job.id, Job.worker_id.is_(None))
-                                  .values(worker_id=worker_id, heartbeat_at=now(), requested_action=None))
+                                  .values(worker_id=worker_id, requested_action=None, **worker_fields()))
         if claimed.rowcount != 1:  # taken in between (cannot happen under the locks; cheap to check)
             return None
         session.refresh(job)
@@ -70,19 +74,7 @@ def requeue_stale(registry: Registry, stale_seconds: float, own: str | None = No
             query = query.where(Job.worker_id != own)
         rows = list(session.scalars(query.with_for_update(skip_locked=True)))
         for job in rows:
-            job.worker_id, job.heartbeat_at = None, None
-            if job.status in FINISHED or job.status == "paused":
-                job.requested_action = None
-                continue
-            if job.requested_action == "cancel":
-                job.status, job.finished_at = "cancelled", now()
-            elif job.requested_action == "pause":
-                job.status = "paused"
-            elif job.status == "running":
-                job.status = "queued"
-                _event(session, job.id, "The worker running this job stopped; the job is queued to "
-                                        "resume from its last checkpoint", "warn")
-            job.requested_action = None
+            release(session, job)
         return [job.id for job in rows]
     return registry.write(work)
 
@@ -107,11 +99,22 @@ def settle(registry: Registry, job_id: str, worker_id: str, exit_code: int | Non
                 _event(session, job.id, "The worker shut down; the job is queued to resume")
             elif job.status in ACTIVE or job.status == "cancelled":
                 job.status, job.finished_at = "failed", now()
-                job.error = job.error or f"the training process exited with code {exit_code}"
+                job.error = job.error or exit_reason(exit_code)
                 job.error_code = job.error_code or "training_process_failed"
         job.worker_id, job.heartbeat_at, job.requested_action = None, None, None
         return job
     return registry.write(work)
+
+
+def exit_reason(code: int | None) -> str:
+    """A child's exit code in words: a negative code is the signal that killed it."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the training process was killed by {name} (exit code {code})"
+    return f"the training process exited with code {code}"
 
 
 def request_stop(registry: Registry, job_id: str, action: str) -> Job:

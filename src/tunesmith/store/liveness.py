@@ -1,14 +1,23 @@
-"""Whether a running job's process is still there, so no reader shows a dead job as running.
+"""Whether a job's process is still there, so no reader shows a dead job as running.
 
-A training that no worker holds (a CLI run: `tunesmith train`, quickstart, retrain) records
-its host and pid on its job and refreshes `heartbeat_at` from a thread (`Heartbeat`). Before
-every read the registry settles such a job as failed when its process is gone: a pid on this
-host that no longer runs (SIGKILL, out-of-memory kill, crash) or, from any host, a heartbeat
-older than the stale limit. A job a worker holds is the queue's to judge (serve/queue.py
-re-queues a job whose worker stopped beating), so it is never touched here.
+Every job that a process holds records that process's host and pid, and the process
+refreshes `heartbeat_at` from a thread: a CLI run (`tunesmith train`, quickstart, retrain)
+through `Heartbeat`, a server's worker for each job it claimed (serve/queue.py claims and
+beats; the worker's child trains and dies with it, serve/job_runner.py). Before every read the
+registry settles the jobs whose process is gone, so the registry, `tunesmith runs list` and
+`/v1/fine_tuning/jobs` all say the same true thing:
 
-A process that was only suspended (Ctrl-Z) and comes back finds its job settled and takes it
-back on its next beat: the registry then says again what is true.
+- a CLI run's job is failed (`process_lost`) when its pid on this host no longer runs
+  (SIGKILL, out-of-memory kill, crash) or, from any host, its heartbeat is older than the
+  stale limit; its checkpoints are kept and `tunesmith train --resume` continues it.
+- a worker's job is handed back (`release`) when its worker's pid on this host no longer runs
+  or, for a worker on another host, its heartbeat is stale: a requested cancel or pause is
+  applied, a running job is queued to resume from its last checkpoint. A live worker on this
+  host is never judged by its heartbeat: its child may still be training, and a second
+  training of the same run folder must never start beside it.
+
+A CLI process that was only suspended (Ctrl-Z) and comes back finds its job settled and takes
+it back on its next beat: the registry then says again what is true.
 """
 
 from __future__ import annotations
@@ -21,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from tunesmith.errors import TunesmithError
-from tunesmith.store.schema import Event, Job, now
+from tunesmith.store.schema import FINISHED, Event, Job, now
 
 if TYPE_CHECKING:
     from tunesmith.store.registry import Registry
@@ -37,6 +46,9 @@ DEFAULT_STALE_SECONDS = 120.0
 host); many beats long, so a busy machine never makes a live run look dead."""
 LOST = "process_lost"
 """The error code of a job whose process vanished without recording why."""
+HELD = ("validating_files", "queued", "running")
+"""The states in which a worker's claim means a process is working on the job."""
+WORKER_STOPPED = "The worker running this job stopped"
 
 
 def stale_seconds() -> float:
@@ -78,23 +90,51 @@ def process_running(pid: int) -> bool:
 class _Owner:
     job_id: str
     host: str | None
-    pid: int
+    pid: int | None
     heartbeat_at: float | None
     run_dir: str | None
+    worker_id: str | None = None
 
 
 def lost_reason(owner: _Owner, at: float, limit: float, host: str) -> str | None:
-    """Why a running job's own process is gone, or None while it may still be training."""
-    if owner.host == host and not process_running(owner.pid):
-        return f"its training process (pid {owner.pid} on {host}) is no longer running"
+    """Why the process holding a job is gone, or None while it may still be working on it."""
+    who = "its worker" if owner.worker_id is not None else "its training process"
+    here = owner.host == host and owner.pid is not None
+    if here and not process_running(owner.pid):  # type: ignore[arg-type]
+        return f"{who} (pid {owner.pid} on {host}) is no longer running"
+    if owner.worker_id is not None and here:
+        return None  # alive on this host: its child may be training, whatever its beat says
     if owner.heartbeat_at is not None and at - owner.heartbeat_at > limit:
-        return (f"its training process (pid {owner.pid} on {owner.host}) has not reported for "
-                f"{at - owner.heartbeat_at:.0f} s")
+        return f"{who} (pid {owner.pid} on {owner.host}) has not reported for {at - owner.heartbeat_at:.0f} s"
     return None
 
 
+def release(session: Session, job: Job, why: str = WORKER_STOPPED) -> None:
+    """Hand back a job whose worker is gone (one rule for the queue and for every reader): a
+    requested cancel or pause is applied now, a running job is queued to resume from its last
+    complete checkpoint (the run folder is named after the job), a waiting one waits again."""
+    job.worker_id, job.heartbeat_at = None, None
+    if job.status in FINISHED or job.status == "paused":
+        job.requested_action = None
+        return
+    if job.requested_action == "cancel":
+        job.status, job.finished_at = "cancelled", now()
+        message, level = f"{why}; the requested cancel is applied", "info"
+    elif job.requested_action == "pause":
+        job.status = "paused"
+        message, level = f"{why}; the requested pause is applied", "info"
+    elif job.status == "running":
+        job.status = "queued"
+        message, level = f"{why}; the job is queued to resume from its last checkpoint", "warn"
+    else:
+        message, level = f"{why}; the job waits for a worker again", "info"
+    job.requested_action = None
+    session.add(Event(job_id=job.id, type="status", level=level, message=message, data={}))
+
+
 def settle_lost(registry: Registry) -> list[str]:
-    """Mark failed every running, worker-less job whose process is gone; their ids.
+    """Settle every job whose process is gone (failed for a CLI run, handed back for a worker's
+    job); their ids.
 
     One cheap indexed read when nothing is wrong; the write happens only for a lost job, and
     only if its row is unchanged since it was read (a beat in between keeps it running)."""
@@ -109,6 +149,10 @@ def settle_lost(registry: Registry) -> list[str]:
     def work(session: Session) -> list[str]:
         settled = []
         for owner, reason in lost:
+            if owner.worker_id is not None:
+                if _hand_back(session, owner, reason):
+                    settled.append(owner.job_id)
+                continue
             where = "`tunesmith train --resume " + (owner.run_dir or "RUN_DIR") + "`"
             message = (f"{reason}: it was stopped without recording why (killed?); its complete "
                        f"checkpoints are kept: continue it with {where}")
@@ -124,10 +168,27 @@ def settle_lost(registry: Registry) -> list[str]:
     return registry.write(work)
 
 
+def _hand_back(session: Session, owner: _Owner, reason: str) -> bool:
+    """Release a gone worker's job, if it is still as read (claimed by that worker, no new beat)."""
+    job = session.get(Job, owner.job_id, with_for_update=True)
+    if job is None or (job.worker_id, job.heartbeat_at) != (owner.worker_id, owner.heartbeat_at):
+        return False
+    release(session, job, f"{WORKER_STOPPED}: {reason}")
+    return True
+
+
 def _owners(session: Session) -> list[_Owner]:
-    rows = session.execute(select(Job.id, Job.host, Job.pid, Job.heartbeat_at, Job.run_dir).where(
-        Job.status == "running", Job.worker_id.is_(None), Job.pid.is_not(None)))
+    cli = and_(Job.status == "running", Job.worker_id.is_(None), Job.pid.is_not(None))
+    held = and_(Job.status.in_(HELD), Job.worker_id.is_not(None))
+    rows = session.execute(select(Job.id, Job.host, Job.pid, Job.heartbeat_at, Job.run_dir, Job.worker_id)
+                           .where(or_(cli, held)))
     return [_Owner(*row) for row in rows]
+
+
+def worker_fields() -> dict[str, Any]:
+    """The job fields a worker sets when it claims a job: its own host and pid (its child trains
+    the job and dies with it), so a reader can tell when the worker is gone."""
+    return {"host": this_host(), "pid": os.getpid(), "heartbeat_at": now()}
 
 
 def _same(column: object, value: float | None) -> object:
