@@ -144,7 +144,7 @@ def build(rng: random.Random, count: int, seen: set[str]) -> list[dict[str, Any]
         text, slip = ticket(rng, desk)
         # Near-repeats (the same words but for the number or the name) would leak between
         # train and validation and inflate the held-out scores: one of each.
-        key = re.sub(r"\d+|Thanks, \w+|^(Hi|Hello|Hi there!|Morning|Quick question:),? ", "", text).strip()
+        key = re.sub(r"\d+|Thanks, \w+|^(Hi there!|Hi|Hello|Morning|Quick question:),? ", "", text).strip()
         key = key[0].lower() + key[1:]
         if key in seen:
             continue
