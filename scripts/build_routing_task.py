@@ -6,7 +6,7 @@ reference set for the forgetting probe.
 The task is one a prompt cannot give reliably and a fine-tune learns from examples: each
 customer message gets a one-line JSON routing slip in the house taxonomy,
 
-    {"desk": "postroom", "urgency": "rush", "order": "BL-40213"}
+    {"desk": "postroom", "urgency": "rush", "order": "BL-40213", "yarn": "HM-DK"}
 
 desk      one of Brightloom's five desks, whose names say little on their own:
           postroom (delivery), ledger (money), keyring (accounts), mending (returns,
@@ -14,6 +14,12 @@ desk      one of Brightloom's five desks, whose names say little on their own:
 urgency   "rush" when the customer names a date the order is needed by, else "normal"
 order     the order number however it was written (#40213, bl40213, order no. 40213),
           in the house form BL-40213, or null
+yarn      the stock code of the yarn the message names (initials and weight: Harbour
+          Merino is HM-DK), or null
+
+Three of the four fields are read from the customer's own message, so the slip of the most
+similar past ticket (what retrieval shows) is wrong on them; the prompt names the fields but
+not the house rules behind them, which the examples teach.
 
 Everything is generated from templates and a seeded random generator, so the files are
 reproducible and hold no real customer data. Train and validation never share a message.
@@ -30,12 +36,17 @@ from typing import Any
 
 ASSETS = Path(__file__).resolve().parent.parent / "src" / "tunesmith" / "assets"
 SEED = 20
-SYSTEM = "You are Brightloom's ticket router. Reply with the routing slip only."
+# The prompt states the slip's shape, so the baselines know what is asked; what it cannot give a
+# model is the house rules behind each field, which the examples show.
+SYSTEM = ("You are Brightloom's ticket router. Reply with the routing slip only: JSON with desk, "
+          "urgency, order and yarn.")
 
 NAMES = ["Amara", "Ben", "Chloe", "Dev", "Elif", "Finn", "Grace", "Hugo", "Ines", "Jonas", "Keiko", "Liam",
          "Maya", "Noor", "Oskar", "Priya", "Quinn", "Rosa", "Sam", "Tomas", "Uma", "Vera", "Wei", "Yara"]
-YARNS = ["Harbour Merino", "Fellside Aran", "Moss Stitch DK", "Cloud Alpaca", "Kelpie Sock", "Meadow Cotton",
-         "Brambleberry Chunky", "Saltmarsh Linen"]
+# Brightloom's stock codes: the initials of the yarn's name, then its weight.
+YARNS = {"Harbour Merino": "HM-DK", "Fellside Aran": "FA-AR", "Moss Stitch DK": "MS-DK",
+         "Cloud Alpaca": "CA-LA", "Kelpie Sock": "KS-4P", "Meadow Cotton": "MC-DK",
+         "Brambleberry Chunky": "BC-CH", "Saltmarsh Linen": "SL-4P"}
 COLOURS = ["heather", "rust", "sea glass", "oatmeal", "plum", "storm grey", "marigold", "fern"]
 WHERE = ["on my phone", "in the app", "on my laptop", "on the tablet", "in Safari", "at work"]
 DEADLINES = ["for my sister's wedding on Saturday", "as a birthday present on Friday",
@@ -44,23 +55,23 @@ DEADLINES = ["for my sister's wedding on Saturday", "as a birthday present on Fr
 
 TEMPLATES: dict[str, list[str]] = {
     "postroom": [
-        "Where is my parcel? It still says dispatched{order}.",
+        "Where is my parcel of {yarn}? It still says dispatched{order}.",
         "My {yarn} hasn't arrived yet{order}. Can you check where it is?",
         "The tracking link for my delivery hasn't moved in four days{order}.",
         "Can I change the delivery address{order}? I've moved house.",
         "The courier left a card but I was home all day{order}.",
-        "How long does shipping to Canada take{order}?",
+        "How long does shipping {yarn} to Canada take{order}?",
         "My box was marked delivered but there's nothing at my door{order}.",
-        "Could you send my parcel to my office instead{order}?",
+        "Could you send my {yarn} to my office instead{order}?",
     ],
     "ledger": [
         "I was charged twice for the same basket{order}.",
-        "My discount code WINTER10 didn't come off the total{order}.",
-        "When will my refund reach my card{order}?",
+        "My discount code WINTER10 didn't come off the {yarn}{order}.",
+        "When will my refund for the {yarn} reach my card{order}?",
         "Can I get an invoice with my company name on it{order}?",
         "The gift card I used shows no balance left, but I only spent half{order}.",
         "Why did my bank show a different amount from the checkout{order}?",
-        "My payment failed but the money left my account{order}.",
+        "My payment for the {yarn} failed but the money left my account{order}.",
         "Can I pay the rest of my basket with a second card{order}?",
     ],
     "keyring": [
@@ -72,16 +83,14 @@ TEMPLATES: dict[str, list[str]] = {
         "The site keeps logging me out {where} when I open my wishlist.",
         "Where do I turn off the marketing emails? I looked {where}.",
         "My saved address disappeared from my profile{order}.",
-        "Two-step login sends me a code {where} but it never works.",
-        "I forgot which email I used for my account, I usually shop {where}.",
     ],
     "mending": [
         "Two skeins of {yarn} arrived soaking wet{order}.",
         "You sent {colour} instead of the {yarn} colour I ordered{order}.",
         "I'd like to return the {yarn}, it's not for me{order}.",
-        "One ball in my parcel is a different dye lot from the others{order}.",
+        "One ball of {yarn} in my parcel is a different dye lot from the others{order}.",
         "The needles in my kit arrived snapped in half{order}.",
-        "How do I get a return label{order}?",
+        "How do I get a return label for the {yarn}{order}?",
         "Half of my order is missing from the box{order}.",
         "Can I swap the {yarn} for a different colour{order}?",
     ],
@@ -93,7 +102,7 @@ TEMPLATES: dict[str, list[str]] = {
         "What needle size suits {yarn}?",
         "Is {yarn} a good swap for a DK pattern?",
         "Does {yarn} pill much after washing?",
-        "Which of your yarns would you pick for socks in {colour}?",
+        "Would {yarn} in {colour} work for socks?",
     ],
 }
 OPENERS = ["", "", "Hi, ", "Hello, ", "Hi there! ", "Morning, ", "Quick question: "]
@@ -102,7 +111,7 @@ ORDER_FORMS = ["order {n}", "order #{n}", "#{n}", "BL{n}", "bl-{n}", "order no. 
 
 def order_phrase(rng: random.Random) -> tuple[str, str | None]:
     """The order as the customer wrote it (for the template's {order}) and its house form."""
-    if rng.random() < 0.3:
+    if rng.random() < 0.2:
         return "", None
     n = rng.randint(10000, 99999)
     return f" ({rng.choice(ORDER_FORMS).format(n=n)})", f"BL-{n}"
@@ -111,8 +120,8 @@ def order_phrase(rng: random.Random) -> tuple[str, str | None]:
 def ticket(rng: random.Random, desk: str) -> tuple[str, dict[str, Any]]:
     template = rng.choice(TEMPLATES[desk])
     written, order = order_phrase(rng) if "{order}" in template else ("", None)
-    text = template.format(order=written, yarn=rng.choice(YARNS), colour=rng.choice(COLOURS),
-                           where=rng.choice(WHERE))
+    yarn = rng.choice(list(YARNS))
+    text = template.format(order=written, yarn=yarn, colour=rng.choice(COLOURS), where=rng.choice(WHERE))
     urgency = "normal"
     can_rush = desk in ("postroom", "ledger", "mending") or "stock" in template
     if can_rush and rng.random() < 0.4:
@@ -123,7 +132,8 @@ def ticket(rng: random.Random, desk: str) -> tuple[str, dict[str, Any]]:
         text = f"{text} Thanks, {rng.choice(NAMES)}"
     if opener.endswith(", ") and not text.startswith("I"):
         text = text[0].lower() + text[1:]
-    return opener + text, {"desk": desk, "urgency": urgency, "order": order}
+    code = YARNS[yarn] if "{yarn}" in template else None
+    return opener + text, {"desk": desk, "urgency": urgency, "order": order, "yarn": code}
 
 
 def build(rng: random.Random, count: int, seen: set[str]) -> list[dict[str, Any]]:
@@ -134,7 +144,7 @@ def build(rng: random.Random, count: int, seen: set[str]) -> list[dict[str, Any]
         text, slip = ticket(rng, desk)
         # Near-repeats (the same words but for the number or the name) would leak between
         # train and validation and inflate the held-out scores: one of each.
-        key = re.sub(r"\d+|Thanks, \w+|^(Hi|Hello|Hi there!|Morning|Quick question:),? ", "", text).strip()
+        key = re.sub(r"\d+|Thanks, \w+|^(Hi there!|Hi|Hello|Morning|Quick question:),? ", "", text).strip()
         key = key[0].lower() + key[1:]
         if key in seen:
             continue
@@ -203,7 +213,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=120)
-    parser.add_argument("--validation", type=int, default=40)
+    parser.add_argument("--validation", type=int, default=30)
     parser.add_argument("--assets", type=Path, default=ASSETS)
     args = parser.parse_args()
     rng, seen = random.Random(SEED), set()

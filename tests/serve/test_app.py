@@ -169,3 +169,27 @@ def test_keys_commands_show_a_key_once_and_revoke_it(capsys: pytest.CaptureFixtu
 def test_only_loopback_addresses_count_as_private() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.com")
+
+
+def test_models_lists_and_shows_the_registered_bases_without_their_paths(registry: Registry,
+                                                                          tmp_path: Path) -> None:
+    from tunesmith.store.base_models import register_base
+
+    pulled = tmp_path / "bases" / "smollm2-135m-instruct"
+    pulled.mkdir(parents=True)
+    register_base(registry, "smollm2-135m-instruct", pulled, None, "pull", "ab" * 32)
+    register_base(registry, "gone-model", tmp_path / "bases" / "gone", None, "add-base")  # files missing
+    client = make_client(registry, tmp_path)
+    listed = client.get("/v1/models").json()["data"]
+    ids = [m["id"] for m in listed]
+    assert "tunesmith/tiny-chat" in ids and "smollm2-135m-instruct" in ids
+    assert "gone-model" not in ids  # a job could not use it, so it is not offered
+    entry = next(m for m in listed if m["id"] == "smollm2-135m-instruct")
+    assert entry["object"] == "model" and entry["tunesmith"] == {"base_model": True, "source": "pull"}
+    assert str(tmp_path) not in json.dumps(listed)
+    shown = client.get("/v1/models/smollm2-135m-instruct")
+    assert shown.status_code == 200 and shown.json()["id"] == "smollm2-135m-instruct"
+    assert client.get("/v1/models/gone-model").status_code == 404
+    refused = client.delete("/v1/models/smollm2-135m-instruct")
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
+    assert "smollm2-135m-instruct" in [m["id"] for m in client.get("/v1/models").json()["data"]]

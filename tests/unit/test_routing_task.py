@@ -1,10 +1,14 @@
 """The quickstart's bundled task: every routing slip follows the house rules the README states,
-so a model can learn them from the examples, and validation shares no ticket with training."""
+so a model can learn them from the examples; three of its four fields come from the customer's
+own message, so a neighbour's slip is wrong on them; validation shares no ticket with training;
+the files are what the seeded script writes."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,10 @@ import tunesmith
 
 DATA = Path(tunesmith.__file__).parent / "assets" / "data"
 DESKS = {"postroom", "ledger", "keyring", "mending", "skein"}
+ROOT = Path(__file__).resolve().parents[2]
+YARNS = {"Harbour Merino": "HM-DK", "Fellside Aran": "FA-AR", "Moss Stitch DK": "MS-DK",
+         "Cloud Alpaca": "CA-LA", "Kelpie Sock": "KS-4P", "Meadow Cotton": "MC-DK",
+         "Brambleberry Chunky": "BC-CH", "Saltmarsh Linen": "SL-4P"}
 
 
 def rows(name: str) -> list[dict]:
@@ -25,13 +33,40 @@ def test_every_slip_follows_the_house_rules(name: str) -> None:
     for n, row in enumerate(rows(name), 1):
         _system, user, assistant = row["messages"]
         slip = json.loads(assistant["content"])
-        assert list(slip) == ["desk", "urgency", "order"], f"{name}:{n}"
+        assert list(slip) == ["desk", "urgency", "order", "yarn"], f"{name}:{n}"
         assert slip["desk"] in DESKS and slip["urgency"] in ("rush", "normal"), f"{name}:{n}"
         assert (slip["urgency"] == "rush") == ("I need it" in user["content"]), f"{name}:{n}"
         digits = re.findall(r"\d{5}", user["content"])
         assert slip["order"] == (f"BL-{digits[0]}" if digits else None), f"{name}:{n}"
+        named = [code for yarn, code in YARNS.items() if yarn in user["content"]]
+        assert slip["yarn"] == (named[0] if named else None), f"{name}:{n}"
         desks.add(slip["desk"])
     assert desks == DESKS
+
+
+def test_a_neighbours_slip_is_mostly_wrong_on_the_values_from_the_message() -> None:
+    # What retrieval copies: the slip of the most similar training ticket. Here, the training
+    # slip of the same desk sharing the most words; its urgency, order and yarn rarely all fit.
+    train = rows("train.jsonl")
+
+    def words(row: dict) -> set[str]:
+        return set(re.findall(r"[a-z]+", row["messages"][1]["content"].lower()))
+
+    same = 0
+    held_out = rows("validation.jsonl")
+    for row in held_out:
+        want = json.loads(row["messages"][2]["content"])
+        near = max(train, key=lambda t: len(words(t) & words(row)))
+        got = json.loads(near["messages"][2]["content"])
+        same += all(got[k] == want[k] for k in ("urgency", "order", "yarn"))
+    assert same <= len(held_out) // 4
+
+
+def test_the_files_are_what_the_seeded_script_writes(tmp_path: Path) -> None:
+    script = ROOT / "scripts" / "build_routing_task.py"
+    subprocess.run([sys.executable, str(script), "--assets", str(tmp_path)], check=True)
+    for name in ("routing/train.jsonl", "routing/validation.jsonl", "general_chat.jsonl"):
+        assert (tmp_path / "data" / name).read_bytes() == (DATA / name).read_bytes(), name
 
 
 def test_validation_tickets_are_not_in_training() -> None:

@@ -116,38 +116,55 @@ def report_summary(report: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def show(report: dict[str, Any], path: Path, console: Any) -> None:
-    """The verdict table: each system's loss and scores with intervals, then the comparisons."""
+    """The verdict tables, narrow enough for an 80-column terminal: one column per system (a
+    value over its interval) and one row per metric, then each baseline against the tuned model
+    with the gain (positive is better for the tuned model) and its interval."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    def cell(value: float | None, low: float | None, high: float | None) -> str:
+    def cell(value: float | None, low: float | None = None, high: float | None = None) -> str:
         if value is None:
             return "-"
-        return f"{value:.3f} [dim]({low:.3f}-{high:.3f})[/]" if low is not None and high is not None else \
-            f"{value:.3f}"
+        if low is None or high is None:
+            return f"{value:.3f}"
+        return f"{value:.3f}\n[dim]{low:.2f}-{high:.2f}[/]"
 
-    graders = list(report.get("scores") or {})
-    table = Table("system", *(["held-out loss"] if report.get("loss") else []), *graders,
+    systems = report["systems"]
+    table = Table("", *systems, box=box.SIMPLE_HEAD, pad_edge=False,
                   title=f"{report['examples']} held-out examples, {report['settings']['confidence']:.0%} "
                         "bootstrap intervals")
-    for system in report["systems"]:
-        row = []
-        if report.get("loss"):
-            loss = report["loss"].get(system) or {}
-            row.append(cell(loss.get("loss"), loss.get("low"), loss.get("high")))
-        for name in graders:
-            score = report["scores"][name].get(system) or {}
-            row.append(cell(score.get("value"), score.get("low"), score.get("high")))
-        table.add_row(system, *row)
+    if report.get("loss"):
+        losses = [report["loss"].get(system) or {} for system in systems]
+        table.add_row("held-out loss", *(cell(x.get("loss"), x.get("low"), x.get("high")) for x in losses))
+    for name, by_system in (report.get("scores") or {}).items():
+        scores = [by_system.get(system) or {} for system in systems]
+        table.add_row(escape(name), *(cell(x.get("value"), x.get("low"), x.get("high")) for x in scores))
     console.print(table)
     comparisons = report.get("comparisons") or []
     if comparisons:
-        versus = Table("tuned vs", "metric", "win/tie/loss", "verdict")
+        # One row per metric, one column per baseline: the verdict, the gain with its interval,
+        # and wins/ties/losses over the items.
+        baselines = list(dict.fromkeys(c["baseline"] for c in comparisons))
+        metrics = list(dict.fromkeys(c["metric"] for c in comparisons))
+        found = {(c["baseline"], c["metric"]): c for c in comparisons}
+        versus = Table("tuned vs", box=box.SIMPLE_HEAD, pad_edge=False,
+                       title="gain: tuned minus baseline, positive when tuned is better")
+        for baseline in baselines:
+            versus.add_column(baseline, no_wrap=True)
         colours = {"better": "green", "worse": "red"}
-        for c in comparisons:
-            colour = colours.get(c["verdict"], "yellow")
-            versus.add_row(c["baseline"], c["metric"], f"{c['wins']}/{c['ties']}/{c['losses']}",
-                           f"[{colour}]{c['verdict']}[/]")
+        for metric in metrics:
+            row = []
+            for baseline in baselines:
+                c = found.get((baseline, metric))
+                if c is None:
+                    row.append("-")
+                    continue
+                d = c["difference"]
+                row.append(f"[{colours.get(c['verdict'], 'yellow')}]{c['verdict']}[/]\n"
+                           f"{d['value']:+.2f} [dim]({d['low']:+.2f},{d['high']:+.2f})[/]\n"
+                           f"[dim]w/t/l[/] {c['wins']}/{c['ties']}/{c['losses']}")
+            versus.add_row(escape(metric), *row)
         console.print(versus)
     forgetting = report.get("forgetting")
     if forgetting:

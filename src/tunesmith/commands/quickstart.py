@@ -145,9 +145,11 @@ def _check(recipe: Any, console: Any) -> bool:
                            training=recipe.training, model=recipe.base_model)
     errors = [f for f in report.findings if f.severity == "error"]
     warnings = [f for f in report.findings if f.severity == "warning"]
-    console.print(f"{_shown(train_file)} + {validation_file.name}: {report.format}, "
-                  f"{report.valid_examples} examples, {_count(len(errors), 'error')}, "
-                  f"{_count(len(warnings), 'warning')}", highlight=False)
+    held_out = report.validation.valid_examples if report.validation is not None else 0
+    console.print(f"{_shown(train_file)} + {validation_file.name}", highlight=False, soft_wrap=True)
+    console.print(f"  {report.format}: {report.valid_examples} training and {held_out} held-out examples, "
+                  f"{_count(len(errors), 'error')}, {_count(len(warnings), 'warning')}", highlight=False,
+                  soft_wrap=True)
     for finding in warnings:
         console.print(f"  [yellow]warning[/] {_finding(finding)}", highlight=False, soft_wrap=True)
     for finding in errors[:5]:
