@@ -126,3 +126,30 @@ def test_waiting_for_one_base_never_holds_up_another(tmp_path, tiny_model_path) 
         busy.release()
     waiting.join(timeout=120)
     assert not waiting.is_alive() and "tuned" in cache._bases[first.base].adapters
+
+
+def test_bases_requested_at_once_all_load_with_their_weights(tmp_path, tiny_model_path) -> None:
+    """Chat panes asking for different bases at the same moment: transformers' model building is
+    process-wide state, so loads must take turns or a model ends up on the meta device."""
+    folders = []
+    for name in ("a", "b", "c"):  # three bases by name, one model on disk
+        (tmp_path / name).symlink_to(tiny_model_path, target_is_directory=True)
+        folders.append(str(tmp_path / name))
+    cache = InferenceCache(max_bases=3, device="cpu")
+    errors: list[BaseException] = []
+
+    def load(folder: str) -> None:
+        try:
+            cache.loaded(Target(folder, folder))
+        except BaseException as error:  # the failure is the finding
+            errors.append(error)
+
+    threads = [threading.Thread(target=load, args=(folder,)) for folder in folders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert sorted(cache.loaded_bases()) == folders
+    devices = {p.device.type for f in folders for p in cache._bases[f].model.parameters()}
+    assert devices == {"cpu"}

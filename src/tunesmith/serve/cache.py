@@ -44,6 +44,12 @@ class _Base:
     batcher: Any = None  # serve.batcher.Batcher, made with the base
 
 
+# Building a model in transformers is not thread-safe (weights are first made on the meta device
+# through process-wide hooks), so two loads at once can leave one model without data. Loads take
+# turns; requests for models already loaded never wait on this.
+_BUILD_LOCK = threading.Lock()
+
+
 class InferenceCache:
     def __init__(self, max_bases: int = 2, device: str = "auto", dtype: str = "auto",
                  max_batch: int = 16, window_seconds: float = 0.005):
@@ -118,7 +124,8 @@ class InferenceCache:
         ref = resolve_model(name)
         check_remote_code(ref, False)  # trust_remote_code stays off for anything served
         tokenizer = load_tokenizer(ref, False)
-        model = load_model(ref, False, self.dtype).to(self.device).eval()
+        with _BUILD_LOCK:
+            model = load_model(ref, False, self.dtype).to(self.device).eval()
         base = _Base(model, tokenizer, Renderer(tokenizer))
         base.batcher = Batcher(base, self.max_batch, self.window_seconds)
         return base
@@ -130,11 +137,12 @@ class InferenceCache:
         from tunesmith.model.loading import ModelRef, load_tokenizer
 
         assert target.adapter_path is not None and target.adapter_name is not None
-        if isinstance(base.model, PeftModel):
-            base.model.load_adapter(target.adapter_path, adapter_name=target.adapter_name)
-        else:
-            base.model = PeftModel.from_pretrained(base.model, target.adapter_path,
-                                                   adapter_name=target.adapter_name).eval()
+        with _BUILD_LOCK:
+            if isinstance(base.model, PeftModel):
+                base.model.load_adapter(target.adapter_path, adapter_name=target.adapter_name)
+            else:
+                base.model = PeftModel.from_pretrained(base.model, target.adapter_path,
+                                                       adapter_name=target.adapter_name).eval()
         base.model.to(self.device)
         path = Path(target.adapter_path)
         tokenizer = load_tokenizer(ModelRef(str(path), str(path)), False) \
