@@ -85,9 +85,16 @@ def run(args: argparse.Namespace) -> int:
         console.print("[bold magenta]model>[/] ", end="")
         pieces = []
         sampling = Sampling(max_new_tokens=args.max_tokens, temperature=args.temperature)
-        for piece in stream(loaded, messages, sampling, tools):
-            pieces.append(piece)
-            console.out(piece, end="", highlight=False)
+        completion = stream(loaded, messages, sampling, tools)
+        try:
+            for piece in completion:
+                pieces.append(piece)
+                console.out(piece, end="", highlight=False)
+        finally:  # a process that ends while torch still runs in the generation thread aborts
+            if not completion.done.is_set():
+                completion.cancel()
+            if completion.worker is not None:
+                completion.worker.join()
         console.print()
         content, calls = parse_tool_calls("".join(pieces), names) if tools else ("".join(pieces), [])
         if calls:

@@ -123,6 +123,9 @@ class Completion:
         self.finish_reason: str | None = None
         self.failure: BaseException | None = None
         self.done = threading.Event()
+        self.worker: threading.Thread | None = None
+        """The thread generating it, where `stream` started one: join it before the process ends
+        (the row is done a moment before the thread leaves torch)."""
         self._cancel = threading.Event()
         self._pieces: queue.Queue[str | None] = queue.Queue()
         self._scanner = StopScanner(sampling.stop)
@@ -409,7 +412,7 @@ def choice(sampling: Sampling, index: int) -> Sampling:
 def stream(loaded: Any, messages: list[Message], sampling: Sampling, tools: Any = None) -> Completion:
     """One completion generated in a background thread; iterate it for text as it comes."""
     completion = Completion(loaded.tokenizer, loaded.renderer.prompt_ids(messages, tools), sampling)
-    start_batch(loaded.model, loaded.tokenizer, [completion])
+    completion.worker = start_batch(loaded.model, loaded.tokenizer, [completion])
     return completion
 
 
