@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tunesmith.data.templates import is_builtin
 from tunesmith.errors import RecipeError
@@ -49,6 +57,10 @@ class AdapterConfig(_Section):
 class DataConfig(_Section):
     train: str | None = None
     validation: str | None = None
+    replay: str | None = Field(
+        None, description="general examples (e.g. the base model's own replies to everyday prompts) "
+                          "mixed into every epoch of SFT so tuning keeps what the model could do; "
+                          "never held out, graded or shown to the baselines")
     format: Literal["auto", "chat", "completion", "text", "preference", "reinforcement"] = "auto"
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.1
     max_length: PositiveInt = 2048
@@ -159,11 +171,22 @@ class Recipe(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
+    @model_validator(mode="after")
+    def _replay_is_supervised(self) -> Recipe:
+        # A RecipeError is not wrapped by pydantic, so it keeps its key.
+        if self.data.replay and self.method != "sft":
+            raise RecipeError(f"data.replay mixes general chats into supervised training, and method "
+                              f"{self.method!r} does not train on chats", where="data.replay",
+                              fix="remove data.replay, or use method: sft")
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-PATH_KEYS = (("adapter", "init_from"), ("data", "train"), ("data", "validation"), ("evaluation", "data"),
+DATA_ROLES = ("train", "validation", "replay")
+"""The data files a run reads, by role; each is versioned in the registry (a model's lineage)."""
+PATH_KEYS = (("adapter", "init_from"), *(("data", role) for role in DATA_ROLES), ("evaluation", "data"),
              ("evaluation", "forgetting"), ("data", "chat_template"))
 
 

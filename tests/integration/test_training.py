@@ -490,3 +490,24 @@ def test_a_run_folder_deleted_mid_training_fails_the_job_and_stays_gone(random_m
     assert not (tmp_path / "run").exists()  # not a checkpoints/ or run.json without the rest
     (job,) = registry.jobs()
     assert job.status == "failed" and "deleted while training" in job.error
+
+
+def test_replay_is_trained_every_epoch_but_never_held_out(random_model_path, colour_data, tmp_path) -> None:
+    replay = write_jsonl(tmp_path / "replay.jsonl", [
+        {"messages": [{"role": "user", "content": f"Say {n}."}, {"role": "assistant", "content": f"{n}."}]}
+        for n in range(10)])
+    run = train(recipe_for(random_model_path, colour_data, tmp_path, f"data.replay={replay}",
+                           "training.max_steps=2")).run_dir
+    start = next(r for r in RunDir(run).metrics() if r["type"] == "start")["data"]
+    assert (start["train_examples"], start["replay_examples"], start["validation_examples"]) == (58, 10, 12)
+    # Without a validation file the split is taken from the task's examples before replay joins.
+    split = recipe_for(random_model_path, colour_data, tmp_path / "split", f"data.replay={replay}",
+                       "data.validation=null", "training.max_steps=1")
+    start = next(r for r in RunDir(train(split).run_dir).metrics() if r["type"] == "start")["data"]
+    assert (start["train_examples"], start["validation_examples"]) == (44 + 10, 4)
+
+    text = write_jsonl(tmp_path / "text.jsonl", [{"text": "plain words"}] * 3)
+    with pytest.raises(DataError, match="replay holds text examples but the training data is chat"):
+        train(recipe_for(random_model_path, colour_data, tmp_path / "text", f"data.replay={text}"))
+    with pytest.raises(RecipeError, match=r"data\.replay"):
+        recipe_for(random_model_path, colour_data, tmp_path, f"data.replay={replay}", "method=dpo")

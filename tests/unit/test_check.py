@@ -299,6 +299,18 @@ def test_validation_errors_count_and_shape_must_match(tmp_path: Path) -> None:
     assert not report.ok and report.errors == 2
 
 
+def test_the_replay_file_is_checked_like_the_others(tmp_path: Path) -> None:
+    from tunesmith.recipe import DataConfig
+
+    train = write_jsonl(tmp_path / "train.jsonl", distinct_chats(12))
+    replay = write_lines(tmp_path / "replay.jsonl", ['{"prompt": "Hi", "completion": " yo"}', "{oops"])
+    report = check_dataset(DataConfig(train=str(train), replay=str(replay)), model=None)
+    assert found(report, "invalid_json") == [f"{replay}:2:2"]
+    assert found(report, "replay_format") == [str(replay)]
+    assert report.replay is not None and report.replay.counts.examples == 1
+    assert not report.ok and report.to_dict()["replay"]["counts"]["examples"] == 1
+
+
 def test_too_few_examples_is_a_warning(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "train.jsonl", distinct_chats(7))
     report = check_dataset(path, model=None)

@@ -79,3 +79,23 @@ def test_the_forgetting_set_is_general_chat_without_a_system_prompt() -> None:
     assert len(chats) >= 20
     assert all([m["role"] for m in c["messages"]] == ["user", "assistant"] for c in chats)
     assert not any("Brightloom" in m["content"] for c in chats for m in c["messages"])
+
+
+def test_replay_is_the_scripts_prompts_and_none_is_in_the_forgetting_set() -> None:
+    # The replayed chats hold the base model's everyday behaviour in place; a prompt shared with
+    # the forgetting probe's reference set would train on what the probe measures.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_replay import EVERYDAY
+
+    replay = rows("replay.jsonl")
+    assert [r["messages"][0]["content"] for r in replay] == EVERYDAY
+    assert all([m["role"] for m in r["messages"]] == ["user", "assistant"] for r in replay)
+    assert all(r["messages"][1]["content"].strip() for r in replay)
+
+    def words(text: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+    probed = {words(json.loads(line)["messages"][0]["content"])
+              for name in ("general_chat.jsonl", "general_reference.jsonl")
+              for line in (DATA / name).read_text().splitlines() if "messages" in json.loads(line)}
+    assert probed and not probed & {words(p) for p in EVERYDAY}

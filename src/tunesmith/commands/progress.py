@@ -37,8 +37,10 @@ class ConsoleProgress:
 
     def _start(self, record: dict[str, Any]) -> None:
         data = record["data"]
+        replay = data.get("replay_examples") or 0
+        count = f"{data['train_examples'] - replay} + {replay} replayed" if replay else data["train_examples"]
         self.console.print(
-            f"[bold]training[/] {data['train_examples']} examples ({data['format']}), validation: "
+            f"[bold]training[/] {count} examples ({data['format']}), validation: "
             f"{data['validation_source']}; {record['trainable_parameters']:,} trainable parameters",
             highlight=False)
         if record.get("auto"):

@@ -95,7 +95,8 @@ def _tidy(recipe: Any) -> Any:
     from tunesmith.recipe import build_recipe
 
     raw = recipe.model_dump(mode="json")
-    for section, key in (("data", "train"), ("data", "validation"), ("evaluation", "forgetting")):
+    for section, key in (("data", "train"), ("data", "validation"), ("data", "replay"),
+                         ("evaluation", "forgetting")):
         value = raw[section].get(key)
         if value and Path(value).exists():
             raw[section][key] = str(Path(value).resolve())
@@ -140,9 +141,11 @@ def _check(recipe: Any, console: Any) -> bool:
     from tunesmith.data.check import check_dataset
 
     train_file, validation_file = Path(recipe.data.train).resolve(), Path(recipe.data.validation).resolve()
-    report = check_dataset(recipe.data.model_copy(update={"train": str(train_file),
-                                                           "validation": str(validation_file)}),
-                           training=recipe.training, model=recipe.base_model)
+    replay_file = Path(recipe.data.replay).resolve() if recipe.data.replay else None
+    report = check_dataset(recipe.data.model_copy(update={
+        "train": str(train_file), "validation": str(validation_file),
+        "replay": str(replay_file) if replay_file else None}),
+        training=recipe.training, model=recipe.base_model)
     errors = [f for f in report.findings if f.severity == "error"]
     warnings = [f for f in report.findings if f.severity == "warning"]
     held_out = report.validation.valid_examples if report.validation is not None else 0
@@ -150,6 +153,10 @@ def _check(recipe: Any, console: Any) -> bool:
     console.print(f"  {report.format}: {report.valid_examples} training and {held_out} held-out examples, "
                   f"{_count(len(errors), 'error')}, {_count(len(warnings), 'warning')}", highlight=False,
                   soft_wrap=True)
+    if replay_file and report.replay is not None:
+        console.print(f"  + {report.replay.valid_examples} everyday chats replayed in training "
+                      f"({_shown(replay_file)}): the base model's own replies, so it keeps them",
+                      highlight=False, soft_wrap=True)
     for finding in warnings:
         console.print(f"  [yellow]warning[/] {_finding(finding)}", highlight=False, soft_wrap=True)
     for finding in errors[:5]:

@@ -111,8 +111,8 @@ def check_dataset(
     loss_on: Literal["assistant", "all"] | None = None,
     chat_template: str | None = None,
 ) -> CheckReport:
-    """Check a recipe's data section (its train file and validation file) in one streaming pass
-    each, with the packing its training section would get.
+    """Check a recipe's data section (its train, validation and replay files) in one streaming
+    pass each, with the packing its training section would get.
 
     `data` is the recipe's `data` section; a path stands for a section with that train file, and
     the keywords after `progress` set its keys (the command line's flags), the rest keeping the
@@ -162,6 +162,16 @@ def check_dataset(
                 "validation_format", f"validation data is {val.format}, training data is "
                 f"{report.format}", data.validation, "use the same shape in both files"))
             report.finding_counts["validation_format"] = 1
+    if data.replay is not None:
+        replay = Scan(data.replay, settings, renderer, progress).run(fmt)
+        report.replay = replay.report(resolved, batch, budget, model)
+        report.findings += report.replay.findings
+        report.finding_counts = dict(Counter(report.finding_counts) + replay.log.counts)
+        if report.format and replay.format and str(replay.format) != report.format:
+            report.findings.append(error(
+                "replay_format", f"replay data is {replay.format}, training data is {report.format}",
+                data.replay, "give replay examples in the training data's format"))
+            report.finding_counts["replay_format"] = 1
     return report
 
 

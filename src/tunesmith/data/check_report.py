@@ -60,6 +60,8 @@ class CheckReport:
     settings: dict[str, Any] = field(default_factory=dict)
     validation: CheckReport | None = None
     """The validation file's counts and tokens; its findings are in `findings` above."""
+    replay: CheckReport | None = None
+    """The replay file's (data.replay), likewise."""
 
     @property
     def valid_examples(self) -> int:
@@ -108,10 +110,12 @@ class CheckReport:
             "preview_where": self.preview_where,
             "settings": dict(self.settings),
             "validation": None,
+            "replay": None,
         }
-        if self.validation is not None:
-            nested = self.validation.to_dict()
-            for key in ("findings", "finding_counts", "errors", "warnings", "ok", "settings"):
-                nested.pop(key)
-            data["validation"] = nested
+        for role, part in (("validation", self.validation), ("replay", self.replay)):
+            if part is not None:
+                nested = part.to_dict()
+                for key in ("findings", "finding_counts", "errors", "warnings", "ok", "settings", "replay"):
+                    nested.pop(key)
+                data[role] = nested
         return data

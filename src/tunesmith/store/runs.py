@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tunesmith.recipe import DATA_ROLES
 from tunesmith.store.errors import RegistryError
 from tunesmith.store.liveness import process_fields, this_host
 from tunesmith.store.registry import Registry
@@ -22,10 +23,10 @@ from tunesmith.train.run import RunDir
 
 
 def record_datasets(registry: Registry, recipe: dict[str, Any]) -> dict[str, str]:
-    """Dataset versions of data.train and data.validation that exist on disk: role -> id."""
+    """Dataset versions of the recipe's data files (DATA_ROLES) that exist on disk: role -> id."""
     data = recipe.get("data") or {}
     found: dict[str, str] = {}
-    for role in ("train", "validation"):
+    for role in DATA_ROLES:
         path = data.get(role)
         if path and Path(path).exists():
             found[role] = registry.add_dataset(path, data.get("format") or "auto").id

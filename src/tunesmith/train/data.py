@@ -23,6 +23,8 @@ class PreparedData:
     validation: list[RenderedExample] | list[Any]
     format: str
     validation_source: str
+    replay: int = 0
+    """Examples of data.replay mixed into train (counted in it)."""
     dropped: list[str] = field(default_factory=list)
     truncated: int = 0
     fallback_template: bool = False
@@ -33,6 +35,7 @@ class PreparedData:
 
     def summary(self) -> dict[str, Any]:
         return {"format": self.format, "train_examples": len(self.train),
+                "replay_examples": self.replay,
                 "validation_examples": len(self.validation), "validation_source": self.validation_source,
                 "train_tokens": sum(len(e) for e in self.train),
                 "trained_tokens": sum(e.trained_tokens for e in self.train),
@@ -95,6 +98,16 @@ def prepare_data(recipe: Recipe, tokenizer: Any, max_length: int,
     if not train:
         raise DataError("no training examples left after fitting to max_length",
                         where="data.max_length", fix="raise data.max_length or use overlong: truncate")
+    if recipe.data.replay:
+        # After the split, so replay is never held out and validation measures the task alone.
+        task_format = prepared.format
+        replay, _ = _render_all(recipe.data.replay, recipe, renderer, max_length, prepared, render)
+        if prepared.format != task_format:
+            raise DataError(f"data.replay holds {prepared.format} examples but the training data is "
+                            f"{task_format}", where=recipe.data.replay,
+                            fix="give replay examples in the training data's format")
+        train += replay
+        prepared.replay = len(replay)
     prepared.train, prepared.validation = train, validation
     return prepared
 

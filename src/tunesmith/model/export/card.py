@@ -7,6 +7,7 @@ from typing import Any
 
 from tunesmith import __version__
 from tunesmith.model.export.source import ExportSource
+from tunesmith.recipe import DATA_ROLES
 
 EVALUATION_LABELS = {
     "baseline_validation_loss": "held-out loss of the base model",
@@ -48,7 +49,7 @@ def model_card(source: ExportSource, fmt: str, dtype: str, files: list[str],
     ]
     data = recipe.get("data") or {}
     if source.datasets or data:
-        for role in ("train", "validation"):
+        for role in DATA_ROLES:
             version = source.datasets.get(role)
             path = data.get(role)
             if version or path:

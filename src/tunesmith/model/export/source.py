@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.model.export.errors import ExportError
+from tunesmith.recipe import DATA_ROLES
 
 
 @dataclass(slots=True)
@@ -93,7 +94,7 @@ def _dataset_versions(recipe: dict[str, Any]) -> dict[str, str]:
 
     data = recipe.get("data") or {}
     found: dict[str, str] = {}
-    for role in ("train", "validation"):
+    for role in DATA_ROLES:
         path = data.get(role)
         if path and Path(path).is_file():
             found[role] = f"ds-{canonicalise(path, data.get('format') or 'auto').content_hash[:16]}"
