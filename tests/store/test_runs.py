@@ -36,6 +36,14 @@ def test_register_run_records_job_model_and_lineage(registry: Registry, tmp_path
     assert register_run(registry, run).id == model.id  # idempotent
 
 
+def test_a_replay_file_is_part_of_the_lineage(registry: Registry, tmp_path: Path, data) -> None:
+    replay = write_jsonl(tmp_path / "replay.jsonl", [chat("Hello?", "Hello!")])
+    run = make_run(tmp_path / "runs" / "kept", *data, data__replay=str(replay))
+    roles = {d.role: d.dataset_id for d in registry.model(register_run(registry, run).id).datasets}
+    assert set(roles) == {"train", "validation", "replay"}
+    assert roles["replay"] == registry.add_dataset(replay).id
+
+
 def test_unfinished_run_is_refused(registry: Registry, tmp_path: Path, data) -> None:
     run = make_run(tmp_path / "runs" / "half", *data, status="interrupted")
     with pytest.raises(RegistryError, match="has not finished"):
