@@ -19,7 +19,8 @@ yarn      the stock code of the yarn the message names (initials and weight: Har
 
 Three of the four fields are read from the customer's own message, so the slip of the most
 similar past ticket (what retrieval shows) is wrong on them; the prompt names the fields but
-not the house rules behind them, which the examples teach.
+not the house rules behind them, which the examples teach. Held-out tickets use phrasings
+training never uses (NEW_PHRASINGS), so the desk has to be learnt, not looked up by wording.
 
 Everything is generated from templates and a seeded random generator, so the files are
 reproducible and hold no real customer data. Train and validation never share a message.
@@ -105,6 +106,47 @@ TEMPLATES: dict[str, list[str]] = {
         "Would {yarn} in {colour} work for socks?",
     ],
 }
+# Held-out tickets are worded with these phrasings only, never seen in training: the same kinds of
+# problem said in other words, as new tickets are. Looking up the most similar past ticket gets
+# the desk wrong on about half of them (its words are the yarn, the greeting, the order); a model
+# has to have learnt what each desk is for.
+NEW_PHRASINGS: dict[str, list[str]] = {
+    "postroom": [
+        "Nothing has turned up yet and it's been two weeks since I paid for the {yarn}{order}.",
+        "The parcel tracker says out for delivery since Monday{order}. Is it lost?",
+        "Please redirect my package to my neighbour at number 12{order}.",
+        "Do you post {yarn} to Ireland, and how quick is it{order}?",
+        "The postman says the address label was smudged{order}.",
+    ],
+    "ledger": [
+        "I see two identical payments on my statement for one order{order}.",
+        "The promo code at checkout was rejected for the {yarn}{order}.",
+        "I returned the {yarn} a month ago and still have no money back{order}.",
+        "Could you send me a VAT receipt for my purchase{order}?",
+        "My card was declined three times but the bank says it's fine{order}.",
+    ],
+    "keyring": [
+        "I forgot my password and the reset link says it expired {where}.",
+        "Can I change the name on my profile? I'm {where}.",
+        "Two-step sign-in keeps rejecting my code {where}.",
+        "I want to close my customer account for good, I'm {where}.",
+        "My wishlist vanished after I signed in {where}.",
+    ],
+    "mending": [
+        "The {yarn} came with a big knot and a cut strand{order}.",
+        "I got the wrong yarn entirely, not the {yarn}{order}.",
+        "Can I send back the {yarn}? It's unopened{order}.",
+        "The box was crushed and two balls of {yarn} are ruined{order}.",
+        "The pattern booklet was left out of my kit{order}.",
+    ],
+    "skein": [
+        "Is {yarn} itchy on bare skin?",
+        "What tension square should I expect with {yarn}?",
+        "Would {yarn} in {colour} suit a summer top?",
+        "Is {yarn} vegan, or does it contain wool?",
+        "How much does {yarn} shrink in a hot wash?",
+    ],
+}
 OPENERS = ["", "", "Hi, ", "Hello, ", "Hi there! ", "Morning, ", "Quick question: "]
 ORDER_FORMS = ["order {n}", "order #{n}", "#{n}", "BL{n}", "bl-{n}", "order no. {n}", "order number {n}"]
 
@@ -117,8 +159,8 @@ def order_phrase(rng: random.Random) -> tuple[str, str | None]:
     return f" ({rng.choice(ORDER_FORMS).format(n=n)})", f"BL-{n}"
 
 
-def ticket(rng: random.Random, desk: str) -> tuple[str, dict[str, Any]]:
-    template = rng.choice(TEMPLATES[desk])
+def ticket(rng: random.Random, desk: str, templates: dict[str, list[str]]) -> tuple[str, dict[str, Any]]:
+    template = rng.choice(templates[desk])
     written, order = order_phrase(rng) if "{order}" in template else ("", None)
     yarn = rng.choice(list(YARNS))
     text = template.format(order=written, yarn=yarn, colour=rng.choice(COLOURS), where=rng.choice(WHERE))
@@ -136,12 +178,13 @@ def ticket(rng: random.Random, desk: str) -> tuple[str, dict[str, Any]]:
     return opener + text, {"desk": desk, "urgency": urgency, "order": order, "yarn": code}
 
 
-def build(rng: random.Random, count: int, seen: set[str]) -> list[dict[str, Any]]:
+def build(rng: random.Random, count: int, seen: set[str],
+          templates: dict[str, list[str]]) -> list[dict[str, Any]]:
     rows = []
-    desks = list(TEMPLATES)
+    desks = list(templates)
     while len(rows) < count:
         desk = desks[len(rows) % len(desks)]
-        text, slip = ticket(rng, desk)
+        text, slip = ticket(rng, desk, templates)
         # Near-repeats (the same words but for the number or the name) would leak between
         # train and validation and inflate the held-out scores: one of each.
         key = re.sub(r"\d+|Thanks, \w+|^(Hi there!|Hi|Hello|Morning|Quick question:),? ", "", text).strip()
@@ -217,8 +260,8 @@ def main() -> None:
     parser.add_argument("--assets", type=Path, default=ASSETS)
     args = parser.parse_args()
     rng, seen = random.Random(SEED), set()
-    train = build(rng, args.train, seen)
-    validation = build(rng, args.validation, seen)
+    train = build(rng, args.train, seen, TEMPLATES)
+    validation = build(rng, args.validation, seen, NEW_PHRASINGS)
     write_jsonl(args.assets / "data" / "routing" / "train.jsonl", train)
     write_jsonl(args.assets / "data" / "routing" / "validation.jsonl", validation)
     write_jsonl(args.assets / "data" / "general_chat.jsonl", general_chat())

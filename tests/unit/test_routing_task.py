@@ -44,22 +44,24 @@ def test_every_slip_follows_the_house_rules(name: str) -> None:
     assert desks == DESKS
 
 
-def test_a_neighbours_slip_is_mostly_wrong_on_the_values_from_the_message() -> None:
-    # What retrieval copies: the slip of the most similar training ticket. Here, the training
-    # slip of the same desk sharing the most words; its urgency, order and yarn rarely all fit.
+def test_a_neighbours_slip_is_mostly_wrong() -> None:
+    # What retrieval copies: the slip of the most similar training ticket (here, the one sharing
+    # the most words). Its urgency, order and yarn come from another customer's message, and
+    # held-out tickets are worded in phrasings training never uses, so its desk is often wrong too.
     train = rows("train.jsonl")
 
     def words(row: dict) -> set[str]:
         return set(re.findall(r"[a-z]+", row["messages"][1]["content"].lower()))
 
-    same = 0
+    values = desks = 0
     held_out = rows("validation.jsonl")
     for row in held_out:
         want = json.loads(row["messages"][2]["content"])
         near = max(train, key=lambda t: len(words(t) & words(row)))
         got = json.loads(near["messages"][2]["content"])
-        same += all(got[k] == want[k] for k in ("urgency", "order", "yarn"))
-    assert same <= len(held_out) // 4
+        values += all(got[k] == want[k] for k in ("urgency", "order", "yarn"))
+        desks += got["desk"] == want["desk"]
+    assert values < len(held_out) / 2 and desks < len(held_out) * 2 / 3
 
 
 def test_the_files_are_what_the_seeded_script_writes(tmp_path: Path) -> None:
@@ -67,6 +69,30 @@ def test_the_files_are_what_the_seeded_script_writes(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(script), "--assets", str(tmp_path)], check=True)
     for name in ("routing/train.jsonl", "routing/validation.jsonl", "general_chat.jsonl"):
         assert (tmp_path / "data" / name).read_bytes() == (DATA / name).read_bytes(), name
+
+
+def phrasing(message: str, templates: dict[str, list[str]]) -> str | None:
+    """The template a ticket was written from, or None."""
+    for desk, texts in templates.items():
+        for text in texts:
+            fixed = [re.escape(part) for part in re.split(r"\{\w+\}", text)]
+            if re.search("(?i)" + ".*".join(part for part in fixed if part), message):
+                return f"{desk}: {text}"
+    return None
+
+
+def test_held_out_tickets_are_worded_in_phrasings_training_never_uses() -> None:
+    # A held-out ticket shares no template with training, so the taxonomy has to be learnt:
+    # looking up the most similar past ticket cannot find the desk by its wording.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_routing_task import NEW_PHRASINGS, TEMPLATES
+
+    for n, row in enumerate(rows("validation.jsonl"), 1):
+        message = row["messages"][1]["content"]
+        assert phrasing(message, TEMPLATES) is None, f"validation.jsonl:{n}"
+        found = phrasing(message, NEW_PHRASINGS)
+        assert found and found.startswith(json.loads(row["messages"][2]["content"])["desk"]), n
+    assert all(phrasing(r["messages"][1]["content"], TEMPLATES) for r in rows("train.jsonl"))
 
 
 def test_validation_tickets_are_not_in_training() -> None:
