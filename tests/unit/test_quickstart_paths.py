@@ -49,12 +49,12 @@ def test_a_path_in_the_home_folder_is_shortened_and_still_pastes(tmp_path: Path,
     monkeypatch.setenv("HOME", str(home))
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    run_dir = home / "my runs" / RUN  # a space: the command must quote it
+    run_dir = home / "a [b]" / RUN  # a space and brackets: quoted for the shell, not read as markup
     lines = _section(run_dir)
     assert max(len(line) for line in lines) <= 80, "\n".join(lines)
-    assert any(line.endswith(f"~/my runs/{RUN}") for line in lines)
+    assert any(line.endswith(f"~/a [b]/{RUN}") for line in lines)
     line = next(line for line in lines if "tunesmith chat" in line)
-    assert line.strip() == f"tunesmith chat ~/'my runs/{RUN}'"  # ~ outside the quotes: the shell expands it
+    assert line.strip() == f"tunesmith chat ~/'a [b]/{RUN}'"  # ~ outside the quotes: the shell expands it
 
 
 def test_a_long_path_elsewhere_gets_a_line_of_its_own_never_broken(tmp_path: Path,

@@ -98,11 +98,11 @@ def where_everything_is(console: Any, run_dir: Path, final_dir: Path, model_name
             ("model name", model_name or "not registered"), ("all models", "tunesmith models list"),
             ("try it", f"tunesmith chat {_argument(run_dir)}"), ("wall time", wall_time)]
     for label, value in rows:
-        if LABEL + len(value) <= console.width:
-            console.print(f"{label:<{LABEL - 1}} {value}", highlight=False, soft_wrap=True)
+        if LABEL + len(value) <= console.width:  # markup off: a path may hold [brackets]
+            console.print(f"{label:<{LABEL - 1}} {value}", highlight=False, markup=False, soft_wrap=True)
         else:
             console.print(label, highlight=False)
-            console.print(f"  {value}", highlight=False, soft_wrap=True)
+            console.print(f"  {value}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _tidy(recipe: Any) -> Any:

@@ -315,7 +315,7 @@ function reportSummary(data, depth = 0) {
     return h("ul", {}, data.map((item) => h("li", {}, reportSummary(item, depth + 1))));
   }
   if (depth > 3) return JSON.stringify(data);
-  return keyValues(Object.entries(data).map(([k, v]) => [k, k === "status" && v in VERDICTS ? verdict(v) : reportSummary(v, depth + 1)]),
+  return keyValues(Object.entries(data).map(([k, v]) => [k, k === "status" && Object.hasOwn(VERDICTS, v) ? verdict(v) : reportSummary(v, depth + 1)]),
     depth === 0 ? { id: "report-summary" } : {});
 }
 
