@@ -15,6 +15,8 @@ from typing import Any
 
 from asset_phrases import SUPPORT_SYSTEM, Message
 
+from tunesmith.data.templates import HERMES_TOOL_CALL, TEXT_MACRO
+
 # --------------------------------------------------------------------------------------------
 # Tokenizer and chat template
 # --------------------------------------------------------------------------------------------
@@ -27,16 +29,11 @@ MAX_LEN = 1024
 # ChatML without a BOS token. Prefix-stable by construction: every message renders to a
 # self-contained block, the tools line lives inside the (first) system block, and the
 # generation prompt is exactly the opening of an assistant block. Assistant blocks are wrapped
-# in {% generation %} so transformers can return an assistant-token mask.
+# in {% generation %} so transformers can return an assistant-token mask. The content macro and
+# the tool-call block are data/templates.py's, shared with the built-in chatml-tools template.
 CHAT_TEMPLATE = (
-    "{%- macro text(content) -%}"
-    "{%- if content is string -%}{{ content }}"
-    "{%- elif content is iterable -%}"
-    "{%- for part in content -%}{%- if part.type == 'text' -%}{{ part.text }}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- set ns = namespace(start=0) -%}"
+    TEXT_MACRO
+    + "{%- set ns = namespace(start=0) -%}"
     "{%- if tools -%}"
     "{{- '<|im_start|>system\\n' -}}"
     "{%- if messages and messages[0].role == 'system' -%}"
@@ -54,13 +51,8 @@ CHAT_TEMPLATE = (
     "{{- body -}}"
     "{%- if message.tool_calls -%}"
     "{%- for tc in message.tool_calls -%}"
-    "{%- set call = tc.function if tc.function is defined else tc -%}"
-    "{%- if body or not loop.first -%}{{- '\\n' -}}{%- endif -%}"
-    "{{- '<tool_call>\\n{\"name\": ' ~ (call.name | tojson) ~ ', \"arguments\": ' -}}"
-    "{%- if call.arguments is string -%}{{- call.arguments -}}"
-    "{%- else -%}{{- call.arguments | tojson -}}{%- endif -%}"
-    "{{- '}\\n</tool_call>' -}}"
-    "{%- endfor -%}"
+    + HERMES_TOOL_CALL
+    + "{%- endfor -%}"
     "{%- endif -%}"
     "{{- '<|im_end|>' -}}"
     "{%- endgeneration -%}"

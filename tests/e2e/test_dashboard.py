@@ -162,13 +162,17 @@ def test_model_page_shows_evaluation_lineage_and_report(browser: Any, dashboard_
     job_id = find(browser, "a[href^='#/jobs/']").text
     run = dashboard_server.home / "runs" / job_id
     report = {"metrics": {"tuned": {"exact_match": 0.75}, "base": {"exact_match": 0.1}},
-              "baselines": {"few_shot": {"exact_match": 0.3}}, "forgetting": {"general_loss_change": 0.02}}
+              "baselines": {"few_shot": {"exact_match": 0.3}}, "forgetting": {"general_loss_change": 0.02},
+              "summary": {"status": "not_proven", "lines": ["not proven: no held-out reply was graded"]}}
     (run / "report.json").write_text(json.dumps(report), encoding="utf-8")
     html = "<h1>Evaluation of colours</h1><p>forgetting: fine</p>"
     (run / "report.html").write_text(html, encoding="utf-8")
     browser.refresh()
     summary = text_of(browser, "#report-summary", "forgetting")
     assert "few_shot" in summary and "0.75" in summary
+    verdict = find(browser, "#report-summary .badge.verdict.not_proven")  # styled like a job's status
+    assert verdict.text == "not proven"
+    assert verdict.value_of_css_property("background-color") not in ("rgba(0, 0, 0, 0)", "transparent")
     find(browser, "#open-report").click()
     frame = find(browser, "iframe.report")
     wait(browser, lambda b: "Evaluation of colours" in (frame.get_attribute("srcdoc") or ""))

@@ -104,6 +104,8 @@ def test_quickstart_tiny_runs_end_to_end(tmp_path: Path, capsys) -> None:
     assert out.count("  warning ") == int(counted.group(1))
     run_dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(run_dirs) == 1 and (run_dirs[0] / "final" / "adapter_config.json").exists()
+    # "where everything is" on the 80 columns of a captured console: each command whole on its line
+    assert any(line.endswith(f"tunesmith chat {run_dirs[0]}") for line in out.splitlines())
     # The losses shown for the base and the tuned model are the report's (one number each).
     report = json.loads((run_dirs[0] / "report.json").read_text())
     for system in ("tuned", "base"):

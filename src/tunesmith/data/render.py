@@ -40,15 +40,18 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 # Used only when a tokenizer ships no chat template (documented in docs/data-formats.md).
-# Every assistant turn ends with the EOS token so the model learns to stop.
+# Every assistant turn ends with the EOS token so the model learns to stop. It refuses roles
+# it does not know, so a `developer` message reaches it as `system` (data/prompt.py decides
+# that for every template).
 FALLBACK_CHAT_TEMPLATE = (
     "{{ bos_token or '' }}"
     "{% for message in messages %}"
-    "{% if message['role'] in ['system', 'developer'] %}{{ message['content'] }}\n\n"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
     "{% elif message['role'] == 'user' %}### User:\n{{ message['content'] }}\n\n"
     "{% elif message['role'] == 'assistant' %}### Assistant:\n{{ message['content'] }}"
     "{{ eos_token }}\n\n"
-    "{% else %}### {{ message['role'] | capitalize }}:\n{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'tool' %}### Tool:\n{{ message['content'] }}\n\n"
+    "{% else %}{{ raise_exception('the fallback template has no role ' ~ message['role']) }}"
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
 )

@@ -14,21 +14,46 @@ from typing import Any
 
 from tunesmith.errors import RecipeError
 
-# ChatML with tools and tool calls in the Hermes style (tool definitions in a <tools> block
-# of the system turn, each call as JSON inside <tool_call> tags, results inside
-# <tool_response> tags of a user turn). Written here because tunesmith must offer one
-# template that keeps every field of OpenAI's chat format; it follows the layout that
-# Qwen2.5 and NousResearch's Hermes models were trained on.
-CHATML_TOOLS = (
+TEXT_MACRO = (
     "{%- macro text(content) -%}"
     "{%- if content is string -%}{{ content }}"
     "{%- elif content is iterable -%}{%- for part in content -%}"
     "{%- if part.type == 'text' -%}{{ part.text }}{%- endif -%}{%- endfor -%}"
     "{%- endif -%}{%- endmacro -%}"
+)
+"""Jinja macro `text(content)`: a message's content, a string or its text parts joined."""
+
+HERMES_TOOL_CALL = (
+    "{%- set call = tc.function if tc.function is defined else tc -%}"
+    "{%- if body or not loop.first -%}{{- '\\n' -}}{%- endif -%}"
+    "{{- '<tool_call>\\n{\"name\": ' ~ (call.name | tojson) ~ ', \"arguments\": ' -}}"
+    "{%- if call.arguments is string -%}{{- call.arguments -}}"
+    "{%- else -%}{{- call.arguments | tojson -}}{%- endif -%}"
+    "{{- '}\\n</tool_call>' -}}"
+)
+"""Jinja for one tool call `tc` of an assistant turn whose text is `body`, in the Hermes style
+(JSON inside <tool_call> tags, on a line of its own after any text). The one source of this
+block: chatml-tools below and the bundled tiny model's template (scripts/tiny_chat_model.py)
+both use it, so model/tool_calls.py reads back what either renders."""
+
+# ChatML with tools and tool calls in the Hermes style (tool definitions in a <tools> block
+# of the system turn, each call as JSON inside <tool_call> tags, results inside
+# <tool_response> tags of a user turn). Written here because tunesmith must offer one
+# template that keeps every field of OpenAI's chat format; it follows the layout that
+# Qwen2.5 and NousResearch's Hermes models were trained on. It knows the roles those models
+# know and refuses any other: how a `developer` message reaches it (as `system`) is decided
+# in one place for every template, data/prompt.py's developer_role.
+CHATML_TOOLS = (
+    TEXT_MACRO
+    + "{%- for message in messages -%}"
+    "{%- if message.role not in ['system', 'user', 'assistant', 'tool'] -%}"
+    "{{- raise_exception('chatml-tools renders the roles system, user, assistant and tool, not ' "
+    "~ message.role) -}}"
+    "{%- endif -%}{%- endfor -%}"
     "{%- set ns = namespace(start=0) -%}"
     "{%- if tools -%}"
     "{{- '<|im_start|>system\\n' -}}"
-    "{%- if messages and messages[0].role in ['system', 'developer'] -%}"
+    "{%- if messages and messages[0].role == 'system' -%}"
     "{%- set ns.start = 1 -%}{{- text(messages[0].content) ~ '\\n\\n' -}}{%- endif -%}"
     "{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n'"
     " ~ 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' -}}"
@@ -38,27 +63,21 @@ CHATML_TOOLS = (
     " ~ '{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' -}}"
     "{%- endif -%}"
     "{%- for message in messages[ns.start:] -%}"
-    "{%- set role = 'system' if message.role == 'developer' else message.role -%}"
-    "{%- if role == 'assistant' -%}"
+    "{%- if message.role == 'assistant' -%}"
     "{{- '<|im_start|>assistant\\n' -}}"
     "{%- set body = text(message.content) -%}{{- body -}}"
     "{%- for tc in message.tool_calls or [] -%}"
-    "{%- set call = tc.function if tc.function is defined else tc -%}"
-    "{%- if body or not loop.first -%}{{- '\\n' -}}{%- endif -%}"
-    "{{- '<tool_call>\\n{\"name\": ' ~ (call.name | tojson) ~ ', \"arguments\": ' -}}"
-    "{%- if call.arguments is string -%}{{- call.arguments -}}"
-    "{%- else -%}{{- call.arguments | tojson -}}{%- endif -%}"
-    "{{- '}\\n</tool_call>' -}}"
-    "{%- endfor -%}"
+    + HERMES_TOOL_CALL
+    + "{%- endfor -%}"
     "{{- '<|im_end|>\\n' -}}"
-    "{%- elif role == 'tool' -%}"
+    "{%- elif message.role == 'tool' -%}"
     "{%- if loop.first or messages[ns.start + loop.index0 - 1].role != 'tool' -%}"
     "{{- '<|im_start|>user' -}}{%- endif -%}"
     "{{- '\\n<tool_response>\\n' ~ text(message.content) ~ '\\n</tool_response>' -}}"
     "{%- if loop.last or messages[ns.start + loop.index0 + 1].role != 'tool' -%}"
     "{{- '<|im_end|>\\n' -}}{%- endif -%}"
     "{%- else -%}"
-    "{{- '<|im_start|>' ~ role ~ '\\n' ~ text(message.content) ~ '<|im_end|>\\n' -}}"
+    "{{- '<|im_start|>' ~ message.role ~ '\\n' ~ text(message.content) ~ '<|im_end|>\\n' -}}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"

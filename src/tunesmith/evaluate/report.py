@@ -14,6 +14,8 @@ from tunesmith.errors import TunesmithError
 from tunesmith.fsutil import atomic_write_text
 
 NOT_PROVEN = "not_proven"
+STATUSES = ("green", "amber", "red", NOT_PROVEN)
+"""Every status `summarise` gives (the dashboard and report.html style each one)."""
 
 
 def summarise(report: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,9 @@ function h(tag, attrs = {}, ...children) {
 const when = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleString() : "—");
 const num = (value, digits = 4) => (typeof value === "number" ? value.toFixed(digits).replace(/\.?0+$/, "") : value ?? "—");
 const badge = (status) => h("span", { class: `badge ${status}` }, status);
+// A report's verdict status (evaluate/report.py STATUSES) in words, styled like a job's status.
+const VERDICTS = { green: "green", amber: "amber", red: "red", not_proven: "not proven" };
+const verdict = (status) => h("span", { class: `badge verdict ${status}` }, VERDICTS[status] ?? String(status).replace(/_/g, " "));
 const jobLink = (id) => h("a", { href: `#/jobs/${id}` }, id);
 const modelLink = (name) => h("a", { href: `#/models/${encodeURIComponent(name)}` }, name);
 const table = (head, rows, attrs = {}) =>
@@ -271,6 +274,7 @@ async function modelPage(show, name) {
   const m = await api(`/dashboard/api/models/${encodeURIComponent(name)}`);
   const evaluation = Object.entries(m.evaluation || {}).filter(([k]) => k in EVALUATION_LABELS)
     .map(([k, v]) => [EVALUATION_LABELS[k], num(v)]);
+  if (m.evaluation?.report?.status) evaluation.unshift(["verdict", verdict(m.evaluation.report.status)]);
   const report = h("div", { id: "report" });
   show(h("h1", {}, "Model ", h("code", {}, m.name)),
     keyValues([["base model", m.base_model], ["kind", m.kind], ["job", m.job ? jobLink(m.job) : "—"],
@@ -311,7 +315,7 @@ function reportSummary(data, depth = 0) {
     return h("ul", {}, data.map((item) => h("li", {}, reportSummary(item, depth + 1))));
   }
   if (depth > 3) return JSON.stringify(data);
-  return keyValues(Object.entries(data).map(([k, v]) => [k, reportSummary(v, depth + 1)]),
+  return keyValues(Object.entries(data).map(([k, v]) => [k, k === "status" && Object.hasOwn(VERDICTS, v) ? verdict(v) : reportSummary(v, depth + 1)]),
     depth === 0 ? { id: "report-summary" } : {});
 }
 

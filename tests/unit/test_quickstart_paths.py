@@ -1,0 +1,71 @@
+"""`tunesmith quickstart`'s "where everything is" on an 80-column terminal: short paths, no
+line wider than the terminal where a shorter form exists, and every path and command whole on
+one line, so what the user copies works."""
+
+from __future__ import annotations
+
+import io
+import shlex
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from tunesmith.commands.quickstart import where_everything_is
+
+RUN = "20261201-174512-smollm2-135m-instruct-sft"
+
+
+def _section(run_dir: Path, width: int = 80) -> list[str]:
+    out = io.StringIO()
+    console = Console(file=out, width=width, force_terminal=False, color_system=None)
+    where_everything_is(console, run_dir, run_dir / "final", RUN, "3m12s")
+    return out.getvalue().splitlines()
+
+
+def _command(lines: list[str], words: str) -> list[str]:
+    (line,) = [line for line in lines if words in line]
+    return shlex.split(line[line.index(words):])
+
+
+def test_paths_under_the_working_folder_are_relative_and_fit(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / RUN
+    lines = _section(run_dir)
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    assert str(tmp_path) not in "\n".join(lines)
+    assert f"runs/{RUN}/final" in lines[1] and lines[1].startswith("adapter (PEFT)")
+    # each command is whole on one line and names the run folder from here
+    for words in ("tunesmith report", "tunesmith chat"):
+        argv = _command(lines, words)
+        assert (tmp_path / argv[2]).resolve() == run_dir
+    assert _command(lines, "tunesmith report")[3:] == ["--open"]
+
+
+def test_a_path_in_the_home_folder_is_shortened_and_still_pastes(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home" / "someone"
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run_dir = home / "a [b]" / RUN  # a space and brackets: quoted for the shell, not read as markup
+    lines = _section(run_dir)
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    assert any(line.endswith(f"~/a [b]/{RUN}") for line in lines)
+    line = next(line for line in lines if "tunesmith chat" in line)
+    assert line.strip() == f"tunesmith chat ~/'a [b]/{RUN}'"  # ~ outside the quotes: the shell expands it
+
+
+def test_a_long_path_elsewhere_gets_a_line_of_its_own_never_broken(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run_dir = tmp_path / ("deep-" * 12) / RUN
+    lines = _section(run_dir)
+    assert str(run_dir) in lines[1] and lines[0] == "run directory"  # too wide beside its label
+    argv = _command(lines, "tunesmith chat")
+    assert Path(argv[2]).resolve() == run_dir.resolve()
+    wide = _section(run_dir, width=200)  # a wide terminal keeps label and value on one line
+    assert wide[0].startswith("run directory") and str(run_dir) in wide[0]
