@@ -133,3 +133,51 @@ def test_clipped_token_loss_follows_the_grpo_formula() -> None:
     kl_grad = 0.1 * (1 - torch.exp(ref - logp.detach()))
     torch.testing.assert_close(logp.grad[1:], kl_grad[1:])
     assert abs(logp.grad[0] - (-1.0 + kl_grad[0])) < 1e-6  # rho = 1: the plain policy gradient -A
+
+
+def _tiny_llama(attn: str = "sdpa") -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    config._attn_implementation = attn
+    return LlamaForCausalLM(config).double()
+
+
+def test_prompt_shared_layout_gives_the_separate_layouts_logprobs_and_gradients() -> None:
+    """The training forward computes each group's prompt once (collate_groups); the per-token
+    log-probs, and the gradient of a loss weighting each token differently, must equal those of
+    every prompt + completion packed separately (collate_sequences)."""
+    from tunesmith.train.logprobs import sequence_logprobs
+    from tunesmith.train.objectives.grpo import collate_groups, shares_prompts
+    from tunesmith.train.objectives.sequences import collate_sequences
+
+    model = _tiny_llama()
+    assert shares_prompts(model) and not shares_prompts(_tiny_llama("eager"))
+    generator = torch.Generator().manual_seed(1)
+    prompts = [[5, 9, 11, 3], [7], [2, 4, 6, 8, 10, 12]]  # a one-token prompt has no shared prefix
+    groups = [[torch.randint(1, 64, (n,), generator=generator).tolist() for n in sizes]
+              for sizes in ([3, 1, 5], [2, 4, 2], [6, 1, 3])]
+
+    def run(packed, mask):
+        model.zero_grad(set_to_none=True)
+        out = sequence_logprobs(model, packed.input_ids, packed.labels, packed.position_ids,
+                                packed.token_seq, packed.num_seqs, 4, mask)
+        weights = torch.linspace(-1.0, 2.0, out.tokens.numel(), dtype=out.tokens.dtype)
+        (out.tokens * weights).sum().backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        return out, grads
+
+    separate = collate_sequences([(p + c, [0] * len(p) + [1] * len(c))
+                                  for p, g in zip(prompts, groups, strict=True) for c in g])
+    shared = collate_groups(prompts, groups, pad_id=0)
+    assert torch.equal(shared.token_seq, separate.token_seq) and shared.num_seqs == separate.num_seqs == 9
+    assert int(shared.extra["real_tokens"]) < separate.num_tokens  # each prompt but its last token once
+    ours, our_grads = run(shared, shared.extra["attention_mask"])
+    theirs, their_grads = run(separate, None)
+    torch.testing.assert_close(ours.tokens, theirs.tokens)
+    torch.testing.assert_close(ours.count, theirs.count)
+    for name, grad in their_grads.items():
+        # the head scores in float32 (train/logprobs.py), so gradients agree to float32 precision
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
