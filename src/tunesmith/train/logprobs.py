@@ -84,15 +84,13 @@ class _TokenLogProb(torch.autograd.Function):
 
 
 def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
-                   position_ids: torch.Tensor | None = None, chunk_tokens: int = 1024,
-                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                   position_ids: torch.Tensor | None = None, chunk_tokens: int = 1024) -> torch.Tensor:
     """log p(label_t | tokens before t) at every position whose label is set, in row order.
 
     `labels` are aligned with `input_ids` (label t is predicted from position t-1), as in
-    data/pack.py; the result is differentiable and float32. `attention_mask`, where given,
-    goes to the model as is (a 4D mask says which tokens each token attends to).
+    data/pack.py; the result is differentiable and float32.
     """
-    hidden = hidden_states(model, input_ids, position_ids, attention_mask)
+    hidden = hidden_states(model, input_ids, position_ids)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     lm = causal_lm(model)
@@ -118,10 +116,9 @@ class SequenceLogProbs:
 
 def sequence_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
                       position_ids: torch.Tensor, token_seq: torch.Tensor, num_seqs: int,
-                      chunk_tokens: int = 1024,
-                      attention_mask: torch.Tensor | None = None) -> SequenceLogProbs:
+                      chunk_tokens: int = 1024) -> SequenceLogProbs:
     """Per-sequence sums of `token_logprobs`; `token_seq[i]` names the sequence of trained token i."""
-    logp = token_logprobs(model, input_ids, labels, position_ids, chunk_tokens, attention_mask)
+    logp = token_logprobs(model, input_ids, labels, position_ids, chunk_tokens)
     total = torch.zeros(num_seqs, dtype=logp.dtype, device=logp.device).index_add(0, token_seq, logp)
     count = torch.bincount(token_seq, minlength=num_seqs).to(logp.dtype)
     return SequenceLogProbs(total, count, logp)

@@ -26,14 +26,13 @@ from typing import Any
 
 import torch
 
-from tunesmith.data.pack import IGNORE_INDEX
 from tunesmith.data.records import Record, ReinforcementRecord, Source
 from tunesmith.data.render import Renderer
 from tunesmith.errors import DataError, RecipeError
 from tunesmith.recipe import ReinforcementConfig
 from tunesmith.train.logprobs import sequence_logprobs, token_logprobs
 from tunesmith.train.objectives.reference import Reference, unwrap
-from tunesmith.train.objectives.sequences import SequenceBatch, collate_sequences
+from tunesmith.train.objectives.sequences import collate_sequences
 
 Grader = Callable[[str, dict[str, Any]], float]
 """`grader(sample_text, item) -> float` in [0, 1]; `item` is the reinforcement row (messages
@@ -86,79 +85,6 @@ class PromptBatch:
     def to(self, device: torch.device | str) -> PromptBatch:
         self.device = device
         return self
-
-
-def shares_prompts(model: torch.nn.Module) -> bool:
-    """Whether the training forward may compute each group's prompt once (`collate_groups`):
-    the layout needs a custom 4D mask, which the model's attention takes as is (and then means
-    exactly the model's own attention) only under SDPA with full causal attention in every
-    layer: no sliding window, no soft-capping, no other layer kinds."""
-    from tunesmith.model.adapters import causal_lm
-
-    config = causal_lm(unwrap(model)).config
-    if getattr(config, "_attn_implementation", None) != "sdpa" or getattr(config, "sliding_window", None):
-        return False
-    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
-    full = all(t == "full_attention" for t in layer_types)
-    return full and not getattr(config, "attn_logit_softcapping", None)
-
-
-def collate_groups(prompts: Sequence[list[int]], groups: Sequence[Sequence[list[int]]],
-                   pad_id: int = 0) -> SequenceBatch:
-    """One row per group: its prompt once, then each completion as a branch that attends to
-    the prompt and to itself only, so the prompt's tokens go through the model once per group
-    instead of once per completion (G times fewer prompt tokens in the forward and backward).
-
-    A branch starts with the prompt's last token (at the position it has in the prompt), so
-    label t is still predicted from row position t-1 and each completion's first token is
-    scored from that token's hidden state, as in `collate_sequences`. The log-probabilities are
-    those of prompt + completion packed alone: the same attention, the same positions; the
-    prompt's gradient is the sum over its completions, which is what the separate layout sums.
-    Rows are right-padded to the longest group; padding attends only to itself and is never
-    trained. `extra["attention_mask"]` is the [groups, 1, L, L] boolean mask (True: attends),
-    `extra["real_tokens"]` the count of tokens that are not padding."""
-    rows: list[list[int]] = []
-    positions: list[list[int]] = []
-    labels: list[list[int]] = []
-    spans: list[tuple[int, list[tuple[int, int]]]] = []
-    token_seq: list[int] = []
-    last: list[int] = []
-    seq = 0
-    for prompt, group in zip(prompts, groups, strict=True):
-        prefix = list(prompt[:-1])
-        ids, pos, lab = list(prefix), list(range(len(prefix))), [IGNORE_INDEX] * len(prefix)
-        branches = []
-        for completion in group:
-            start = len(ids)
-            ids += [prompt[-1], *completion]
-            pos += range(len(prefix), len(prefix) + 1 + len(completion))
-            lab += [IGNORE_INDEX, *completion]
-            branches.append((start, len(ids)))
-            token_seq += [seq] * len(completion)
-            seq += 1
-        rows.append(ids)
-        positions.append(pos)
-        labels.append(lab)
-        spans.append((len(prefix), branches))
-    width = max(len(r) for r in rows)
-    mask = torch.zeros(len(rows), 1, width, width, dtype=torch.bool)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    for index, (prefix_len, branches) in enumerate(spans):
-        mask[index, 0, :prefix_len, :prefix_len] = causal[:prefix_len, :prefix_len]
-        for start, end in branches:
-            mask[index, 0, start:end, :prefix_len] = True
-            mask[index, 0, start:end, start:end] = causal[: end - start, : end - start]
-            last.append(index * width + end - 1)
-        pad = torch.arange(len(rows[index]), width)
-        mask[index, 0, pad, pad] = True
-    real = sum(len(r) for r in rows)
-    pad_to = [width - len(r) for r in rows]
-    return SequenceBatch(
-        torch.tensor([r + [pad_id] * n for r, n in zip(rows, pad_to, strict=True)]),
-        torch.tensor([p + [0] * n for p, n in zip(positions, pad_to, strict=True)]),
-        torch.tensor([lab + [IGNORE_INDEX] * n for lab, n in zip(labels, pad_to, strict=True)]),
-        torch.tensor(token_seq, dtype=torch.long), torch.tensor(last, dtype=torch.long), seq,
-        extra={"attention_mask": mask, "real_tokens": torch.tensor(real)})
 
 
 def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -276,22 +202,16 @@ class GroupRelativeObjective:
                    "completion_length": float(sum(lengths)), "tokens": float(sum(lengths))}
         if not torch.is_grad_enabled():  # held-out evaluation: the grades are the result
             return torch.zeros(()), {**metrics, "loss": float((1 - reward).sum()), "kl": 0.0}
-        if shares_prompts(model):
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            packed = collate_groups([e.prompt_ids for e in batch.examples], groups, pad).to(batch.device)
-            mask = packed.extra["attention_mask"]
-            batch.num_tokens = int(packed.extra["real_tokens"])
-        else:
-            packed, mask = collate_sequences(sequences).to(batch.device), None
-            batch.num_tokens = packed.num_tokens
+        packed = collate_sequences(sequences).to(batch.device)
+        batch.num_tokens = packed.num_tokens
         policy = sequence_logprobs(model, packed.input_ids, packed.labels, packed.position_ids,
-                                   packed.token_seq, packed.num_seqs, self.chunk_tokens, mask)
+                                   packed.token_seq, packed.num_seqs, self.chunk_tokens)
         advantage = group_advantages(reward).flatten().to(policy.tokens.device)[packed.token_seq]
         ref_logp = None
         if self.config.kl_coef:
             with self.reference.use(model) as ref:
                 ref_logp = token_logprobs(ref, packed.input_ids, packed.labels, packed.position_ids,
-                                          self.chunk_tokens, mask)
+                                          self.chunk_tokens)
         # Sampled from the weights being trained: the sampling log-probs are the policy's, detached.
         per_token, kl = clipped_token_loss(policy.tokens, policy.tokens.detach(), ref_logp, advantage,
                                            self.config.clip_epsilon, self.config.kl_coef)
