@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """DPO throughput: tunesmith against TRL's DPOTrainer + PEFT LoRA, same model, pairs and settings.
 
-The same design as sft_throughput.py (whose process, memory and lock-step machinery it uses):
+The same design as sft_throughput.py (the process, memory and lock-step machinery is _common.py):
 each trainer in its own fresh subprocess, both loaded side by side, then one optimizer step each
 in turn, so a busy minute on a shared machine slows both alike. Both train on the same
 preference pairs in the same order (tunesmith's step plan, TRL fed sequentially), with the
@@ -18,11 +18,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -30,9 +27,25 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sft_throughput as sft
+from _common import (
+    DATA_ROOT,
+    RESULTS,
+    Baton,
+    TrlSteps,
+    TunesmithSteps,
+    Worker,
+    alternate,
+    cpu_description,
+    load_tokenizer,
+    load_trl_model,
+    resolve_model_arg,
+    step_ratios,
+    table,
+    versions,
+    write_results,
+)
 
-DATA = sft.DATA_ROOT / "support_preference"
+DATA = DATA_ROOT / "support_preference"
 
 
 def tunesmith_overrides(cfg: dict[str, Any], run_dir: Path) -> list[str]:
@@ -82,67 +95,29 @@ def training_order(cfg: dict[str, Any]) -> list[int]:
     return [i for step in plan[: cfg["steps"]] for micro in step for i in micro]
 
 
-def worker_tunesmith(cfg: dict[str, Any], baton: sft.Baton) -> dict[str, Any]:
-    import torch
-
+def worker_tunesmith(cfg: dict[str, Any], baton: Baton) -> dict[str, Any]:
     import tunesmith.train.loop as loop
     from tunesmith.recipe import load_recipe
 
     run_dir = Path(cfg["workdir"]) / f"tunesmith-{cfg['tag']}"
     recipe = load_recipe(None, tunesmith_overrides(cfg, run_dir))
-    memory = sft.Memory()
-    state: dict[str, Any] = {"steps": []}
-    original_apply_adapter = loop.apply_adapter
-
-    def instrumented_apply_adapter(model: Any, config: Any) -> Any:
-        model = original_apply_adapter(model, config)
-        state["counter"] = sft.TokenCounter(model.get_base_model().get_decoder())
-        state["baseline_rss_mib"] = memory.rss_mib()
-        state["peak_method"] = memory.reset()
-        return model
-
-    class StepRecorder:
-        def report(self, record: dict[str, Any]) -> None:
-            if record.get("type") == "start":
-                state["auto"] = record.get("auto")
-                baton.sync()
-                state["last_total"] = state["counter"].total
-            elif record.get("type") == "train":
-                total = state["counter"].total
-                state["steps"].append({"tokens": total - state["last_total"], "loss": record["loss"]})
-                state["last_total"] = total
-                state["peak_rss_mib"] = memory.peak_mib()
-                baton.sync()
-
-        def close(self) -> None:
-            pass
-
-    loop.apply_adapter = instrumented_apply_adapter
-    result = loop.train(recipe, reporters=[StepRecorder()])
-    elapsed = [r["elapsed"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-               if r.get("type") == "train"]
-    for step, seconds in zip(state["steps"], elapsed, strict=True):
-        step["seconds"] = seconds
-    return {"tool": "tunesmith", "adapter": str(result.final_dir), "steps": state["steps"],
-            "baseline_rss_mib": state["baseline_rss_mib"], "peak_rss_mib": state["peak_rss_mib"],
-            "peak_method": state["peak_method"], "threads": torch.get_num_threads()}
+    recorder = TunesmithSteps(baton)
+    recorder.install()
+    result = loop.train(recipe, reporters=[recorder])
+    recorder.add_step_times(run_dir)
+    return recorder.result(result.final_dir)
 
 
-def worker_trl(cfg: dict[str, Any], order: list[int], baton: sft.Baton) -> dict[str, Any]:
-    import torch
+def worker_trl(cfg: dict[str, Any], order: list[int], baton: Baton) -> dict[str, Any]:
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    tokenizer = sft.load_tokenizer(cfg)
+    tokenizer = load_tokenizer(cfg)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     pairs = read_pairs(DATA / "train.jsonl")
-    model = sft.load_model(cfg)
-    model.config.use_cache = False
-    if getattr(model, "hf_quantizer", None) is not None:  # see sft_throughput.py: GGUF's marker
-        model.hf_quantizer.remove_quantization_config(model)
+    model = load_trl_model(cfg)
     args = DPOConfig(
         output_dir=str(Path(cfg["workdir"]) / f"trl-{cfg['tag']}"),
         max_steps=cfg["steps"], num_train_epochs=1,
@@ -157,36 +132,16 @@ def worker_trl(cfg: dict[str, Any], order: list[int], baton: sft.Baton) -> dict[
     )
     lora = LoraConfig(r=cfg["rank"], lora_alpha=cfg["alpha"], lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    memory = sft.Memory()
-    state: dict[str, Any] = {"steps": []}
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
-            baton.sync()
-            state["start_tokens"] = state["counter"].total
-            state["start"] = time.perf_counter()
-
-        def on_step_end(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
-            state["steps"].append({"seconds": time.perf_counter() - state["start"],
-                                   "tokens": state["counter"].total - state["start_tokens"]})
-            state["peak_rss_mib"] = memory.peak_mib()
-            if st.global_step >= args.max_steps:
-                baton.sync()
-
+    steps = TrlSteps(baton)
     dataset = Dataset.from_list([pairs[i] for i in order])
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[StepTimer()])
-    state["counter"] = sft.TokenCounter(trainer.model.get_base_model().get_decoder())
-    baseline = memory.rss_mib()
-    method = memory.reset()
+                         peft_config=lora, callbacks=[steps.callback()])
+    steps.start(trainer.model)
     trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    for step, loss in zip(state["steps"], losses, strict=False):
-        step["loss"] = loss
+    steps.add_log(trainer.state.log_history, {"loss": "loss"})
     adapter = Path(cfg["workdir"]) / f"trl-{cfg['tag']}" / "final"
     trainer.model.save_pretrained(adapter)
-    return {"tool": "TRL", "adapter": str(adapter), "steps": state["steps"], "baseline_rss_mib": baseline,
-            "peak_rss_mib": state["peak_rss_mib"], "peak_method": method, "threads": torch.get_num_threads()}
+    return steps.result(adapter)
 
 
 def worker_eval(cfg: dict[str, Any], adapters: list[str]) -> dict[str, Any]:
@@ -219,7 +174,7 @@ def worker_eval(cfg: dict[str, Any], adapters: list[str]) -> dict[str, Any]:
 
 def worker_main(kind: str, config_path: Path, result_path: Path, sync: str | None) -> None:
     cfg = json.loads(config_path.read_text())
-    baton = sft.Baton(sync)
+    baton = Baton(sync)
     if kind == "tunesmith":
         result = worker_tunesmith(cfg, baton)
     elif kind == "trl":
@@ -227,33 +182,6 @@ def worker_main(kind: str, config_path: Path, result_path: Path, sync: str | Non
     else:
         result = worker_eval(cfg, cfg["adapters"])
     result_path.write_text(json.dumps(result))
-
-
-def train_pair(cfg: dict[str, Any], workdir: Path, tag: str) -> dict[str, dict[str, Any]]:
-    workers = {kind: sft.Worker(kind, cfg, workdir, tag, lockstep=True, script=__file__)
-               for kind in ("tunesmith", "trl")}
-    try:
-        for worker in workers.values():
-            worker.wait_ready()
-        order = list(workers.values())
-        for step in range(cfg["steps"]):
-            line = []
-            for worker in order if step % 2 == 0 else order[::-1]:
-                started = time.perf_counter()
-                worker.go_on()
-                worker.wait_ready()
-                line.append(f"{worker.kind} {time.perf_counter() - started:5.1f} s")
-            print(f"  step {step + 1:3d}: " + ", ".join(sorted(line)), flush=True)
-        results = {}
-        for worker in order:
-            worker.go_on()
-            results[worker.kind] = worker.finish()
-        return results
-    finally:
-        for worker in workers.values():
-            if worker.proc.poll() is None:
-                worker.proc.kill()
-                worker.proc.wait()
 
 
 def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], evaluation: dict[str, Any],
@@ -270,25 +198,20 @@ def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], evaluation: dic
                       "accuracy": metrics["reward_accuracy"],
                       "first": run["steps"][0].get("loss"), "last": run["steps"][-1].get("loss")}
     ts, trl = rows["tunesmith"], rows["TRL"]
-    ratios = sorted(b["seconds"] / a["seconds"] for a, b in
-                    zip(pair["tunesmith"]["steps"][1:], pair["trl"]["steps"][1:], strict=True))
-    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    body = [[tool, f"{row['pairs_per_s']:.3f}", f"{row['tokens_per_s']:.1f}", f"{row['peak']:.0f}",
+             f"{row['baseline']:.0f}", f"{row['loss']:.4f}", f"{row['accuracy']:.3f}"]
+            for tool, row in rows.items()]
+    body.append(["**tunesmith / TRL**", f"**{ts['pairs_per_s'] / trl['pairs_per_s']:.2f}x**",
+                 f"{ts['tokens_per_s'] / trl['tokens_per_s']:.2f}x", f"**{ts['peak'] / trl['peak']:.2f}x**",
+                 f"{ts['baseline'] / trl['baseline']:.2f}x", f"{ts['loss'] - trl['loss']:+.4f}",
+                 f"{ts['accuracy'] - trl['accuracy']:+.3f}"])
     lines = [
         f"# DPO throughput: tunesmith vs TRL DPOTrainer ({dt.date.today().isoformat()})", "",
-        "| tool | pairs/s | policy tokens/s | peak RSS MiB | model-loaded RSS MiB | held-out DPO loss "
-        "| held-out reward accuracy |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for tool, row in rows.items():
-        lines.append(f"| {tool} | {row['pairs_per_s']:.3f} | {row['tokens_per_s']:.1f} | {row['peak']:.0f} | "
-                     f"{row['baseline']:.0f} | {row['loss']:.4f} | {row['accuracy']:.3f} |")
-    lines += [
-        f"| **tunesmith / TRL** | **{ts['pairs_per_s'] / trl['pairs_per_s']:.2f}x** | "
-        f"{ts['tokens_per_s'] / trl['tokens_per_s']:.2f}x | **{ts['peak'] / trl['peak']:.2f}x** | "
-        f"{ts['baseline'] / trl['baseline']:.2f}x | {ts['loss'] - trl['loss']:+.4f} | "
-        f"{ts['accuracy'] - trl['accuracy']:+.3f} |", "",
-        f"- Model: {cfg['model_label']}; torch threads {pair['tunesmith']['threads']}, {os.cpu_count()} CPUs "
-        f"({platform.machine()}); tunesmith dtype {cfg['dtype']}, TRL bf16={cfg['trl_bf16']}, TRL "
+        *table(["tool", "pairs/s", "policy tokens/s", "peak RSS MiB", "model-loaded RSS MiB",
+                "held-out DPO loss", "held-out reward accuracy"], body),
+        "",
+        f"- Model: {cfg['model_label']}; torch threads {pair['tunesmith']['threads']}; {cpu_description()}; "
+        f"{versions()}; tunesmith dtype {cfg['dtype']}, TRL bf16={cfg['trl_bf16']}, TRL "
         f"padding_free={cfg['trl_padding_free']}.",
         f"- Both: LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout 0 on all linear layers, sigmoid DPO "
         f"beta {cfg['beta']}, AdamW lr {cfg['lr']} constant, grad-norm clip 1.0, {cfg['steps']} steps of "
@@ -298,8 +221,8 @@ def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], evaluation: dic
         f"TRL {trl['seconds']:.1f} s). "
         "Policy tokens: what reaches the decoder in grad-enabled forwards (non-padding where a mask is "
         f"passed): tunesmith {ts['tokens']}, TRL {trl['tokens']} (each tool's own rendering of the pairs). "
-        f"Per-step time ratio TRL/tunesmith: median {statistics.median(ratios):.2f}x, quartiles "
-        f"{quartiles[0]:.2f}x to {quartiles[2]:.2f}x over {len(ratios)} step pairs.",
+        "Per-step time ratio TRL/tunesmith: "
+        f"{step_ratios([(pair['tunesmith']['steps'], pair['trl']['steps'])])}.",
         f"- Held-out: tunesmith's DPO evaluation of both adapters on {evaluation['pairs']} pairs of "
         "support_preference/validation.jsonl.",
         f"- Train loss at step 1 / {cfg['steps']}: tunesmith {ts['first']:.4f} / {ts['last']:.4f}, "
@@ -338,7 +261,7 @@ def main() -> None:
         parser.error("--steps must be at least 2 (step 1 is excluded as warm-up)")
     started = time.perf_counter()
     command = shlex.join([".venv/bin/python", "bench/dpo_throughput.py", *sys.argv[1:]])
-    model = sft.resolve_model_arg(args.model)
+    model = resolve_model_arg(args.model)
     workdir = Path(tempfile.mkdtemp(prefix="tunesmith-dpo-bench-"))
     cfg = {"location": model["location"], "gguf_file": model["gguf_file"], "base_model": model["base_model"],
            "model_label": model["label"], "steps": args.steps, "batch_size": args.batch_size,
@@ -348,19 +271,15 @@ def main() -> None:
     print(f"model: {model['label']}\nwork folder: {workdir}", flush=True)
     cfg["order"] = training_order(cfg)
     try:
-        pair = train_pair(cfg, workdir, "r0")
+        pair = alternate(cfg, workdir, "r0", __file__)
         print("evaluating both adapters on the held-out pairs", flush=True)
         adapters = [pair["tunesmith"]["adapter"], pair["trl"]["adapter"]]
-        evaluation = sft.Worker("eval", {**cfg, "adapters": adapters}, workdir, "all", lockstep=False,
+        evaluation = Worker("eval", {**cfg, "adapters": adapters}, workdir, "all", lockstep=False,
                                 script=__file__).finish()
         text = report(cfg, pair, evaluation, command, started)
         print("\n" + text)
-        output = args.output or sft.RESULTS / f"dpo_throughput-{dt.date.today().isoformat()}.md"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        output.with_suffix(".json").write_text(json.dumps({"config": cfg, "runs": pair,
-                                                          "evaluation": evaluation}, indent=1))
-        print(f"written: {output}")
+        output = args.output or RESULTS / f"dpo_throughput-{dt.date.today().isoformat()}.md"
+        write_results(output, text, {"config": cfg, "runs": pair, "evaluation": evaluation})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

