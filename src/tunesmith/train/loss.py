@@ -49,19 +49,38 @@ TILE_LOGITS = 1 << 23
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T + bias` against `targets`, and the count of
     argmax hits, a chunk of tokens at a time. Gradients are computed during the forward pass
-    (the loss is a scalar, so backward only scales them by the incoming gradient)."""
+    (the loss is a scalar, so backward only scales them by the incoming gradient).
+
+    `compute` (under autocast: its dtype) is the dtype of the two matrix products; softmax, the
+    loss and the head's weight gradient are accumulated in fp32 and every gradient is returned in
+    its input's dtype (an fp32 master weight gets an fp32 gradient)."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 targets: torch.Tensor, softcap: float | None, chunk_tokens: int,
-                with_grads: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                with_grads: bool, compute: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(hidden.device.type, enabled=False):  # the casts below are explicit
+            return _LinearCrossEntropy._forward(ctx, hidden, weight, bias, targets, softcap, chunk_tokens,
+                                                with_grads, compute)
+
+    @staticmethod
+    def _forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 targets: torch.Tensor, softcap: float | None, chunk_tokens: int,
+                 with_grads: bool, compute: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+        master_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        if compute is not None and compute != weight.dtype:
+            weight = weight.to(compute)
+            bias = bias.to(compute) if bias is not None else None
+        hidden_in = hidden
+        if hidden.dtype != weight.dtype:
+            hidden = hidden.to(weight.dtype)
         need_hidden = with_grads and ctx.needs_input_grad[0]
         need_weight = with_grads and ctx.needs_input_grad[1]
         need_bias = with_grads and bias is not None and ctx.needs_input_grad[2]
         count = targets.numel()
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_hidden = torch.empty_like(hidden_in) if need_hidden else None
         fp32 = {"dtype": torch.float32, "device": weight.device}
         grad_weight = torch.zeros(weight.shape, **fp32) if need_weight else None
         grad_bias = torch.zeros(bias.shape, **fp32) if need_bias else None
@@ -94,21 +113,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad.mul_(tanh.square_().neg_().add_(1))
             grad = grad.to(weight.dtype)
             if grad_hidden is not None:
-                torch.mm(grad, weight, out=grad_hidden[start : start + chunk_tokens])
+                if grad_hidden.dtype == weight.dtype:
+                    torch.mm(grad, weight, out=grad_hidden[start : start + chunk_tokens])
+                else:
+                    grad_hidden[start : start + chunk_tokens] = torch.mm(grad, weight)
             if grad_weight is not None:
-                grad_weight.addmm_(grad.t().float(), part.float())
+                if compute is None:
+                    grad_weight.addmm_(grad.t().float(), part.float())
+                else:  # the product in the compute dtype, summed in fp32
+                    grad_weight += torch.mm(grad.t(), part)
             if grad_bias is not None:
                 grad_bias += grad.sum(dim=0, dtype=torch.float32)
         ctx.grads = (grad_hidden,
-                     grad_weight.to(weight.dtype) if grad_weight is not None else None,
-                     grad_bias.to(bias.dtype) if grad_bias is not None else None)
+                     grad_weight.to(master_dtypes[1]) if grad_weight is not None else None,
+                     grad_bias.to(master_dtypes[2]) if grad_bias is not None else None)
         ctx.mark_non_differentiable(correct)
         return loss_sum, correct
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_correct: Any) -> tuple[Any, ...]:
         grads = [None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads]
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
 _model_sdpa: Any = None
@@ -164,6 +189,12 @@ def _packed_bounds(config: Any, position_ids: torch.Tensor | None,
     return torch.cat([starts, end]).to(torch.int32)
 
 
+def _autocast_dtype(tensor: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast computes matrix products in on this tensor's device, or None."""
+    kind = tensor.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+
 def _takes_kwargs(module: torch.nn.Module) -> bool:
     params = inspect.signature(module.forward).parameters.values()
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
@@ -203,7 +234,7 @@ def token_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Te
     softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
     tile = max(1, min(chunk_tokens, TILE_LOGITS // head.weight.shape[0]))
     loss_sum, correct = _LinearCrossEntropy.apply(selected, head.weight, head.bias, targets, softcap, tile,
-                                                  torch.is_grad_enabled())
+                                                  torch.is_grad_enabled(), _autocast_dtype(selected))
     return TokenLoss(loss_sum, correct, int(targets.numel()))
 
 
@@ -225,7 +256,7 @@ def example_losses(model: torch.nn.Module, input_ids: torch.Tensor, labels: torc
         keep = targets != IGNORE_INDEX
         targets = targets[keep]
         loss_sum, correct = _LinearCrossEntropy.apply(hidden[start : end - 1][keep], head.weight, head.bias,
-                                                      targets, softcap, tile, False)
+                                                      targets, softcap, tile, False, _autocast_dtype(hidden))
         out.append((float(loss_sum), int(correct), int(targets.numel())))
         start = end
     return out
