@@ -147,16 +147,29 @@ def _packed_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
     name transformers gives packed-sequence bounds); every other call, and anything unusual,
     goes unchanged to transformers' SDPA with the mask it was given."""
     bounds = kwargs.get("cu_seq_lens_q")
+    prefix = kwargs.pop("shared_prefix", 0) or 0
     plain = all(kwargs.get(k) is None for k in ("position_bias", "softcap", "s_aux", "sinks", "cache"))
     if (bounds is None or not plain or query.shape[0] != 1 or query.shape[2] != key.shape[2]
             or not getattr(module, "is_causal", True) or getattr(module, "sliding_window", None)):
+        if prefix:  # the row holds the prefix once: no masked attention can read it right
+            raise RuntimeError("a shared-prefix row reached an attention layer that cannot take it")
         return _model_sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                            **kwargs)
     cuts = bounds.tolist()
     gqa = query.shape[1] != key.shape[1]
-    parts = [torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout_p=dropout,
-        scale=scaling, is_causal=True, enable_gqa=gqa) for start, end in itertools.pairwise(cuts)]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    parts = []
+    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
+        if index == 0 or not prefix:
+            parts.append(sdpa(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                              dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa))
+            continue
+        # An example after a shared prefix: its queries see the whole prefix, then causally itself.
+        keys = torch.cat([key[:, :, :prefix], key[:, :, start:end]], dim=2)
+        values = torch.cat([value[:, :, :prefix], value[:, :, start:end]], dim=2)
+        mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool, device=query.device)
+        parts.append(sdpa(query[:, :, start:end], keys, values, attn_mask=mask.tril_(prefix),
+                          dropout_p=dropout, scale=scaling, enable_gqa=gqa))
     # [batch, length, heads, dim], as transformers' SDPA returns it
     return torch.cat([part.transpose(1, 2) for part in parts], dim=1), None
 
@@ -172,9 +185,10 @@ def _register_packed_attention() -> None:
 
 
 def _packed_bounds(config: Any, position_ids: torch.Tensor | None,
-                   attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+                   attention_mask: torch.Tensor | None, shared_prefix: int = 0) -> torch.Tensor | None:
     """Example boundaries of a single packed row, when per-example attention gives exactly the
-    model's own result: SDPA, full causal attention in every layer, no padding mask."""
+    model's own result: SDPA, full causal attention in every layer, no padding mask. A row with
+    a shared prefix is cut at the prefix's end and at every example after it."""
     if position_ids is None or attention_mask is not None or position_ids.shape[0] != 1:
         return None
     if getattr(config, "_attn_implementation", None) != "sdpa" or getattr(config, "sliding_window", None):
@@ -182,7 +196,11 @@ def _packed_bounds(config: Any, position_ids: torch.Tensor | None,
     layer_types = getattr(config, "layer_types", None) or ["full_attention"]
     if any(t != "full_attention" for t in layer_types) or getattr(config, "attn_logit_softcapping", None):
         return None
-    starts = (position_ids[0] == 0).nonzero().flatten()
+    if shared_prefix:
+        starts = torch.cat([torch.zeros(1, dtype=torch.long, device=position_ids.device),
+                            (position_ids[0] == shared_prefix).nonzero().flatten()])
+    else:
+        starts = (position_ids[0] == 0).nonzero().flatten()
     if starts.numel() < 2 or int(starts[0]) != 0:
         return None
     end = torch.tensor([position_ids.shape[1]], device=starts.device)
@@ -200,16 +218,28 @@ def _takes_kwargs(module: torch.nn.Module) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def shares_prefix(model: torch.nn.Module) -> bool:
+    """Whether this model can take a row whose shared prefix is held once (data/pack.py):
+    it must use tunesmith's per-example SDPA, the only attention that reads such a row."""
+    lm = causal_lm(model)
+    probe = torch.tensor([[0, 1]])  # a prefix of one token, then one example
+    return _packed_bounds(lm.config, probe, None, 1) is not None and _takes_kwargs(lm.get_decoder())
+
+
 def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                  attention_mask: torch.Tensor | None = None, shared_prefix: int = 0) -> torch.Tensor:
     lm = causal_lm(model)
     decoder = lm.get_decoder()
     extra: dict[str, Any] = {}
-    bounds = _packed_bounds(lm.config, position_ids, attention_mask)
+    bounds = _packed_bounds(lm.config, position_ids, attention_mask, shared_prefix)
+    if shared_prefix and (bounds is None or not _takes_kwargs(decoder)):
+        raise ValueError("this model cannot take a shared-prefix row; unshare the batch first")
     if bounds is not None and _takes_kwargs(decoder):
         _register_packed_attention()
         # Passed down to every attention call, also when gradient checkpointing recomputes a layer.
         extra = {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds}
+        if shared_prefix:
+            extra["shared_prefix"] = shared_prefix
     # use_cache=False matters: transformers splits a packed row into its examples (from the
     # restarting position ids) only when no KV cache is built; with one, examples would
     # attend to each other silently.
@@ -220,15 +250,22 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids:
 
 def token_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
                position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-               chunk_tokens: int = 1024) -> TokenLoss:
+               chunk_tokens: int = 1024, shared_prefix: int = 0) -> TokenLoss:
     """Summed cross-entropy and correct-token count over positions whose label is set.
 
-    `labels` are aligned with `input_ids` (label t is predicted from position t-1).
+    `labels` are aligned with `input_ids` (label t is predicted from position t-1; in a row with
+    a shared prefix of P tokens, an example's first token after it from position P-1).
     """
-    hidden = hidden_states(model, input_ids, position_ids, attention_mask)
+    hidden = hidden_states(model, input_ids, position_ids, attention_mask, shared_prefix)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    selected = hidden[:, :-1][keep]
+    if shared_prefix:
+        assert position_ids is not None  # a shared-prefix row always has them
+        source = torch.arange(-1, input_ids.shape[1] - 1, device=input_ids.device)
+        source[position_ids[0] == shared_prefix] = shared_prefix - 1
+        selected = hidden[0, source[1:][keep[0]]]
+    else:
+        selected = hidden[:, :-1][keep]
     targets = targets[keep]
     head = causal_lm(model).get_output_embeddings()
     softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
