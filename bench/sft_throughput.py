@@ -131,6 +131,12 @@ class TokenCounter:
             self.total += int(kwargs["inputs_embeds"].shape[:-1].numel())
 
 
+def decoder_of(model: Any) -> Any:
+    """The decoder of a causal LM, also when wrapped by PEFT."""
+    get_base = getattr(model, "get_base_model", None)
+    return (get_base() if callable(get_base) else model).get_decoder()
+
+
 def lora_init_digest(model: Any) -> str:
     """A fingerprint of the freshly initialised adapter, to show both tools start identically."""
     import hashlib
@@ -208,8 +214,9 @@ def tunesmith_overrides(cfg: dict[str, Any], run_dir: Path) -> list[str]:
         "data.validation_split=0",  # no held-out split: nothing is evaluated during training
         f"data.max_length={cfg['max_length']}",
         "data.loss_on=assistant",
-        "adapter.kind=lora", f"adapter.rank={cfg['rank']}", f"adapter.alpha={cfg['alpha']}",
-        "adapter.dropout=0.0", "adapter.target_modules=all-linear",
+        *(["adapter.kind=full"] if cfg.get("adapter") == "full" else [
+            "adapter.kind=lora", f"adapter.rank={cfg['rank']}", f"adapter.alpha={cfg['alpha']}",
+            "adapter.dropout=0.0", "adapter.target_modules=all-linear"]),
         "training.epochs=1", f"training.max_steps={steps}",
         f"training.batch_size={cfg['batch_size']}",
         # one packed row per step, like TRL's padding-free batch of `batch_size` examples
@@ -294,7 +301,7 @@ def worker_tunesmith(cfg: dict[str, Any], baton: Baton) -> dict[str, Any]:
         # Instrumentation only: count tokens at the decoder and open the memory window once the
         # model and its adapter exist, as in the TRL worker. Training itself is untouched.
         model = original_apply_adapter(model, config)
-        state["counter"] = TokenCounter(model.get_base_model().get_decoder())
+        state["counter"] = TokenCounter(decoder_of(model))
         state["lora_init"] = lora_init_digest(model)
         state["baseline_rss_mib"] = memory.rss_mib()
         state["peak_method"] = memory.reset()
@@ -309,7 +316,11 @@ def worker_tunesmith(cfg: dict[str, Any], baton: Baton) -> dict[str, Any]:
                 state["last_total"] = state["counter"].total
             elif record.get("type") == "train":
                 total = state["counter"].total
-                state["steps"].append({"tokens": total - state["last_total"], "loss": record["loss"]})
+                # tokens: the step's examples (tunesmith's count; a shared system prompt is held once
+                # in the row, so fewer reach the decoder: computed_tokens)
+                state["steps"].append({"tokens": int(record["real_tokens"]),
+                                       "computed_tokens": total - state["last_total"],
+                                       "loss": record["loss"]})
                 state["last_total"] = total
                 state["peak_rss_mib"] = memory.peak_mib()
                 baton.sync()
@@ -408,12 +419,12 @@ def worker_trl(cfg: dict[str, Any], plan: dict[str, Any], baton: Baton) -> dict[
 
     dataset = Dataset.from_list([{"messages": chat} for chat in ordered])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[StepTimer()])
+                         peft_config=None if cfg.get("adapter") == "full" else lora, callbacks=[StepTimer()])
     prepared = trainer.train_dataset
     masks = [[0, *(int(t != -100) for t in labels[1:])] for labels in prepared["labels"]]
     mask_diff = [(k, sum(a != b for a, b in zip(mine, theirs, strict=True)))
                  for k, (mine, theirs) in enumerate(zip(masks, plan["masks"], strict=True)) if mine != theirs]
-    state["counter"] = TokenCounter(trainer.model.get_base_model().get_decoder())
+    state["counter"] = TokenCounter(decoder_of(trainer.model))
     lora_init = lora_init_digest(trainer.model)
     baseline = memory.rss_mib()
     method = memory.reset()
@@ -474,6 +485,13 @@ def worker_eval(cfg: dict[str, Any], adapters: list[str]) -> dict[str, Any]:
         return total / count
 
     losses = {"base": held_out_loss(base)}
+    if cfg.get("adapter") == "full":  # each run saved a whole model
+        from transformers import AutoModelForCausalLM
+
+        for path in adapters:
+            trained = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+            losses[path] = held_out_loss(trained)
+        return {"losses": losses, "examples": len(examples), "tokens": sum(sum(m[1:]) for _, m in examples)}
     for path in adapters:
         model = PeftModel.from_pretrained(base, path).eval()
         losses[path] = held_out_loss(model)
@@ -601,6 +619,9 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
     mask_diff = trl_run["mask_differences"]
     same_init = len({r["lora_init"] for rs in runs.values() for r in rs}) == 1
     overhead_ts, overhead_trl = ts["peak"] - ts["baseline"], trl["peak"] - trl["baseline"]
+    trained = ("full fine-tuning (every weight trained)" if cfg.get("adapter") == "full" else
+               f"LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout 0 on all linear layers")
+    computed = sum(s.get("computed_tokens", s["tokens"]) for s in runs["tunesmith"][0]["steps"][1:])
     lines = [
         f"# SFT throughput: tunesmith vs TRL ({dt.date.today().isoformat()})",
         "",
@@ -619,12 +640,14 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         "",
         f"- Model: {cfg['model_label']}; torch threads {runs['tunesmith'][0]['threads']}, "
         f"{os.cpu_count()} CPUs ({platform.machine()}).",
-        f"- Both: LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout 0 on all linear layers, AdamW "
+        f"- Both: {trained}, AdamW "
         f"lr {cfg['lr']} constant, no warmup, grad-norm clip 1.0, float32, seed {cfg['seed']}, "
         f"{cfg['steps']} steps of {cfg['batch_size']} examples (the same examples in the same order), "
         f"max length {cfg['max_length']}, loss on assistant tokens, every step one padding-free row with "
         "restarting position ids, no gradient checkpointing, no evaluation or saving while timed.",
-        f"- tokens/s: non-padding tokens counted at the decoder's input over steps 2..{cfg['steps']} "
+        f"- tokens/s: the steps' example tokens over steps 2..{cfg['steps']} (TRL: counted at the decoder's "
+        f"input; tunesmith: its own count, {computed} of them computed at the decoder, a shared "
+        "prefix held once per row) "
         f"({ts['tokens']} tokens for tunesmith, {trl['tokens']} for TRL) divided by the summed step "
         f"times (tunesmith {ts['seconds']} s, TRL {trl['seconds']} s); the trainers run in two "
         "processes that take turns step by step. Per-step time ratio TRL/tunesmith on the same "
@@ -668,6 +691,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="fresh pairs of trainer processes; who goes first alternates")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapter", choices=["lora", "full"], default="lora",
+                        help="LoRA r16 on all linear layers (default), or full fine-tuning in both tools")
     parser.add_argument("--data", default="support",
                         help="a data set in tunesmith/assets/data (support: long chats; routing: ~60-token "
                              "examples) or a folder with train.jsonl and validation.jsonl")
@@ -691,7 +716,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tunesmith-bench-"))
     cfg = {"location": model["location"], "gguf_file": model["gguf_file"], "base_model": model["base_model"],
            "model_label": model["label"], "steps": args.steps, "batch_size": args.batch_size,
-           "max_length": args.max_length, "seed": args.seed, "rank": 16, "alpha": 32, "lr": 2e-4,
+           "max_length": args.max_length, "seed": args.seed, "adapter": args.adapter,
+           "rank": 16, "alpha": 32, "lr": 2e-4,
            "workdir": str(workdir), "plan": str(workdir / "plan.json"),
            "data": str(DATA_ROOT / args.data if (DATA_ROOT / args.data).is_dir()
                        else Path(args.data).resolve())}
