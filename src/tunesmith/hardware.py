@@ -12,6 +12,7 @@ where it is clearly faster.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,11 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """'bfloat16' for torch.bfloat16: the name recipes and records use."""
+    return str(dtype).removeprefix("torch.")
+
+
 @dataclass(frozen=True, slots=True)
 class DtypeChoice:
     """The dtype a run's base weights get, and why (for the run's records and the progress line)."""
@@ -61,7 +67,7 @@ class DtypeChoice:
 
     @property
     def name(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
+        return dtype_name(self.dtype)
 
     def record(self) -> dict[str, Any]:
         """What `auto` chose, as written into run.json and the start event."""
@@ -129,24 +135,67 @@ def choose_dtype(requested: str, device: torch.device, probe: Probe | None = Non
     """`auto`: bf16 on a CUDA GPU that supports it; on a CPU, what the probe (`probe`, or the
     cached matmul timing) shows faster; fp32 elsewhere. An explicit dtype is taken as given.
 
-    The dtype is the base weights'. An adapter's own weights, their AdamW state and the loss
-    sums stay fp32 whatever it is (PEFT keeps adapter weights fp32 over a bf16 base). Under
-    full fine-tuning (`full`) every weight is trained and AdamW's state takes the weights'
-    dtype, so on a CPU `auto` keeps fp32: bf16 weights would round away small updates."""
+    The dtype is the one the model computes in (see `training_precision` for where each part
+    of training keeps its numbers). An adapter's own weights, their AdamW state and the loss
+    sums stay fp32 whatever it is; under full fine-tuning (`full`) the weights and AdamW state
+    stay fp32 too and a half-precision dtype is used for the compute only (autocast)."""
     if requested != "auto":
         return DtypeChoice(getattr(torch, requested), "set in the recipe")
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
-            return DtypeChoice(torch.bfloat16, "CUDA GPU with bf16 support")
-        return DtypeChoice(torch.float32, "CUDA GPU without bf16 support")
-    if device.type == "cpu":
+            choice = DtypeChoice(torch.bfloat16, "CUDA GPU with bf16 support")
+        else:
+            return DtypeChoice(torch.float32, "CUDA GPU without bf16 support")
+    elif device.type == "cpu":
         choice = decide_cpu_dtype((probe or probe_cpu_matmul)(shape))
-        if full and choice.dtype == torch.bfloat16:
-            why = (f"{choice.reason}, but full fine-tuning keeps fp32 weights "
-                   "(bf16 would round away small updates)")
-            return DtypeChoice(torch.float32, why, choice.measured)
-        return choice
-    return DtypeChoice(torch.float32, f"fp32 on {device.type}")
+    else:
+        return DtypeChoice(torch.float32, f"fp32 on {device.type}")
+    if full and choice.dtype == torch.bfloat16:
+        why = f"{choice.reason}; full fine-tuning keeps fp32 weights and AdamW state, bf16 compute (autocast)"
+        return DtypeChoice(choice.dtype, why, choice.measured)
+    return choice
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """Where each part of a training run keeps its numbers.
+
+    `weights`: the dtype the base model is loaded in. `compute`: the autocast dtype of forward
+    passes (None: the weights' own). Trained weights (an adapter's, or all of them under full
+    fine-tuning), their gradients, the AdamW moments and every loss sum are fp32 in all cases:
+    PEFT keeps adapter weights fp32 over a half-precision base, and full fine-tuning with a
+    half-precision dtype keeps fp32 master weights and computes under autocast, so an update
+    smaller than half-precision rounding still lands."""
+
+    weights: torch.dtype
+    compute: torch.dtype | None = None
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """The context forward passes run in: autocast to `compute`, or nothing."""
+        if self.compute is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.compute)
+
+    def record(self) -> dict[str, str]:
+        """For run.json: each part's dtype, by name."""
+        return {"base_weights": dtype_name(self.weights), "compute": dtype_name(self.compute or self.weights),
+                "trained_weights": "float32", "optimizer_state": "float32", "loss": "float32"}
+
+
+def training_precision(dtype: torch.dtype, full: bool) -> Precision:
+    """The run's precision for a chosen dtype. Full fine-tuning in bf16 trains fp32 master
+    weights under bf16 autocast (bf16 weights would round away updates below ~0.4% of a
+    weight); adapters train fp32 over a base loaded in the dtype itself. Full fine-tuning in
+    float16 would also need loss scaling (float16 gradients underflow), which tunesmith does
+    not do: it is refused."""
+    if not full or dtype == torch.float32:
+        return Precision(dtype)
+    if dtype == torch.float16:
+        raise RecipeError("full fine-tuning in float16 is not supported (it needs loss scaling)",
+                          where="training.dtype",
+                          fix="use bfloat16 (fp32 master weights, bf16 compute) or float32, "
+                              "or train an adapter")
+    return Precision(torch.float32, dtype)
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:

@@ -104,3 +104,69 @@ def test_bf16_heldout_loss_is_within_tolerance_of_fp32(tiny_model_path, colour_d
         assert evals[-1]["loss"] < evals[0]["loss"]  # both learned
         losses[dtype] = evals[-1]["loss"]
     assert abs(losses["bfloat16"] - losses["float32"]) <= BF16_LOSS_TOLERANCE * losses["float32"], losses
+
+
+def test_full_fine_tuning_in_bf16_keeps_fp32_master_weights_and_a_tiny_update_lands(
+        tiny_model_path, colour_data, tmp_path, monkeypatch, one_torch_thread) -> None:
+    """Full fine-tuning with training.dtype=bfloat16: the weights and AdamW's moments are fp32,
+    the forward runs in bf16 (autocast), and one step of lr 1e-5 (AdamW's first update is about
+    lr per weight, far below bf16's rounding of these weights) still changes the weights."""
+    from safetensors.torch import load_file
+
+    optimizers: list[torch.optim.Optimizer] = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            optimizers.append(self)
+
+    compute: set[torch.dtype] = set()
+    real_forward = torch.nn.Linear.forward
+
+    def recording_forward(self, x):
+        out = real_forward(self, x)
+        if torch.is_grad_enabled():
+            compute.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording_forward)
+    lr = 1e-5
+    result = train(recipe_for(tiny_model_path, colour_data, tmp_path, "full-bf16", "adapter.kind=full",
+                              "training.dtype=bfloat16", "training.device=cpu", "training.max_steps=1",
+                              f"training.learning_rate={lr}"))
+    assert result.status == "succeeded"
+    assert compute == {torch.bfloat16}  # every trained projection computed in bf16
+    (optimizer,) = optimizers
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    assert params and all(p.dtype == torch.float32 for p in params)  # fp32 master weights
+    states = [optimizer.state[p] for p in params]
+    assert len(states) == len(params)
+    assert all(s["exp_avg"].dtype == torch.float32 and s["exp_avg_sq"].dtype == torch.float32 for s in states)
+    assert RunDir(result.run_dir).info()["precision"] == {
+        "base_weights": "float32", "compute": "bfloat16", "trained_weights": "float32",
+        "optimizer_state": "float32", "loss": "float32"}
+
+    base = load_file(tiny_model_path / "model.safetensors")
+    final = load_file(result.run_dir / "final" / "model.safetensors")
+    name = "model.layers.0.mlp.up_proj.weight"
+    before, after = base[name].float(), final[name]
+    assert after.dtype == torch.float32
+    delta = after - before
+    moved = delta.abs() > lr / 4
+    assert moved.float().mean() > 0.5, "most weights took AdamW's ~lr-sized first step"
+    # The same update applied to bf16 weights would vanish for most of them: bf16 rounds it away.
+    in_bf16 = (before.bfloat16() + delta.bfloat16()).float() == before
+    assert (in_bf16 & moved).float().mean() > 0.5
+
+
+def test_full_fine_tuning_in_float16_is_refused_before_loading() -> None:
+    from tunesmith.errors import RecipeError
+
+    with pytest.raises(RecipeError) as caught:
+        hardware.training_precision(torch.float16, full=True)
+    assert caught.value.where == "training.dtype"
+    assert hardware.training_precision(torch.float16, full=False).weights == torch.float16
+    assert hardware.training_precision(torch.bfloat16, full=False) == hardware.Precision(torch.bfloat16)
+    assert hardware.training_precision(torch.bfloat16, full=True) == hardware.Precision(torch.float32,
+                                                                                          torch.bfloat16)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tunesmith import hardware
-from tunesmith.hardware import BF16_MARGIN, choose_dtype, decide_cpu_dtype
+from tunesmith.hardware import BF16_MARGIN, choose_dtype, decide_cpu_dtype, training_precision
 
 CPU = torch.device("cpu")
 
@@ -41,11 +41,14 @@ def test_fp32_is_kept_where_bf16_is_slower_or_barely_faster(bf16: float) -> None
     assert "not at least" in choice.reason
 
 
-def test_full_fine_tuning_keeps_fp32_weights_even_where_bf16_is_faster() -> None:
+def test_full_fine_tuning_computes_in_bf16_over_fp32_weights_where_bf16_is_faster() -> None:
     choice = choose_dtype("auto", CPU, probe_of(120.0, 700.0), full=True)
-    assert choice.dtype == torch.float32
-    assert "full fine-tuning" in choice.reason
+    assert choice.dtype == torch.bfloat16  # the compute dtype; the weights stay fp32
+    assert "full fine-tuning keeps fp32 weights" in choice.reason
     assert choice.measured == {"float32": 120.0, "bfloat16": 700.0}
+    precision = training_precision(choice.dtype, full=True)
+    assert precision.weights == torch.float32 and precision.compute == torch.bfloat16
+    assert choose_dtype("auto", CPU, probe_of(120.0, 60.0), full=True).dtype == torch.float32
 
 
 def test_an_explicit_dtype_is_taken_without_probing() -> None:

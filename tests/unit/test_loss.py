@@ -75,3 +75,29 @@ def test_without_gradients_the_loss_is_the_same() -> None:
         plain, _ = _LinearCrossEntropy.apply(hidden, weight, None, targets, 3.0, 4, False)
     expected, _ = reference(hidden.double(), weight.double(), None, targets, 3.0)
     assert float(plain) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_under_autocast_the_head_computes_in_bf16_and_returns_fp32_gradients() -> None:
+    """Full fine-tuning in bf16: an fp32 master head weight gets an fp32 gradient from a bf16
+    product, close to the fp32 result (bf16 rounding only), and the loss stays fp32."""
+    from tunesmith.train.loss import _autocast_dtype
+
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(30, 16, generator=generator)
+    weight = torch.randn(50, 16, generator=generator) * 0.5
+    targets = torch.randint(50, (30,), generator=generator)
+    results = []
+    for autocast in (False, True):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            compute = _autocast_dtype(h)
+            loss, _ = _LinearCrossEntropy.apply(h, w, None, targets, None, 7, True, compute)
+        assert compute == (torch.bfloat16 if autocast else None)
+        loss.backward()
+        assert loss.dtype == torch.float32 and h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+        results.append((loss.detach(), h.grad, w.grad))
+    (loss32, h32, w32), (loss16, h16, w16) = results
+    assert not torch.equal(w16, w32)  # the bf16 path was really taken
+    torch.testing.assert_close(loss16, loss32, rtol=2e-2, atol=0)
+    torch.testing.assert_close(h16, h32, rtol=5e-2, atol=5e-2)
+    torch.testing.assert_close(w16, w32, rtol=5e-2, atol=5e-2)

@@ -62,18 +62,30 @@ def plan_epoch(lengths: Sequence[int], batch_size: int, budget: int, seed: int, 
             for i in range(0, len(order), batch_size)]
 
 
+SHARED_PREFIX_MIN = 8
+"""A common untrained prefix (a shared system prompt) shorter than this is not worth sharing."""
+
+
 @dataclass(slots=True)
 class PackedBatch:
-    """One micro-batch: a single row of concatenated examples."""
+    """One micro-batch: a single row of concatenated examples.
+
+    With `shared_prefix` = P > 0 the examples all begin with the same P untrained tokens (a
+    shared system prompt, say), and the row holds them once: the prefix, then each example's
+    remaining tokens with position ids continuing at P. Attention lets every example see the
+    prefix and itself (train/loss.py), so the result is that of the full row without computing
+    the prefix once per example."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     labels: torch.Tensor
     num_examples: int
+    shared_prefix: int = 0
 
     @property
     def num_tokens(self) -> int:
-        return int(self.input_ids.numel())
+        """Tokens of the examples the batch holds (a shared prefix counts once per example)."""
+        return int(self.input_ids.numel()) + self.shared_prefix * max(self.num_examples - 1, 0)
 
     @property
     def num_trained(self) -> int:
@@ -81,25 +93,63 @@ class PackedBatch:
 
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device),
-                           self.labels.to(device), self.num_examples)
+                           self.labels.to(device), self.num_examples, self.shared_prefix)
+
+    def unshared(self) -> PackedBatch:
+        """The same examples with the prefix repeated in each: the plain packed row."""
+        if not self.shared_prefix:
+            return self
+        import torch
+
+        prefix = self.shared_prefix
+        starts = (self.position_ids[0] == prefix).nonzero().flatten().tolist()
+        spans = list(zip(starts, [*starts[1:], self.position_ids.shape[1]], strict=True))
+
+        def repeat(row: torch.Tensor) -> torch.Tensor:
+            return torch.cat([part for a, b in spans for part in (row[:, :prefix], row[:, a:b])], dim=1)
+
+        return PackedBatch(repeat(self.input_ids), repeat(self.position_ids), repeat(self.labels),
+                           self.num_examples)
 
 
-def collate_packed(examples: Sequence[RenderedExample]) -> PackedBatch:
+def common_prefix(examples: Sequence[RenderedExample]) -> int:
+    """Length of the untrained token prefix all examples share (each keeping at least one token
+    after it), or 0 where it is shorter than SHARED_PREFIX_MIN or an example has segments."""
+    if len(examples) < 2 or any(e.segments for e in examples):
+        return 0
+    first = examples[0].input_ids
+    length = min(len(e.input_ids) for e in examples) - 1
+    for example in examples[1:]:
+        ids = example.input_ids
+        n = 0
+        while n < length and ids[n] == first[n]:
+            n += 1
+        length = n
+    for example in examples:  # only untrained tokens are shared: a trained one counts per example
+        mask = example.loss_mask
+        length = next((i for i in range(length) if mask[i]), length)
+    return length if length >= SHARED_PREFIX_MIN else 0
+
+
+def collate_packed(examples: Sequence[RenderedExample], share_prefix: bool = False) -> PackedBatch:
+    """One packed row; with `share_prefix`, a common untrained prefix is held once (see PackedBatch)."""
     import torch
 
-    ids: list[int] = []
-    positions: list[int] = []
-    labels: list[int] = []
+    prefix = common_prefix(examples) if share_prefix else 0
+    ids: list[int] = list(examples[0].input_ids[:prefix]) if prefix else []
+    positions: list[int] = list(range(prefix))
+    labels: list[int] = [IGNORE_INDEX] * prefix
     for example in examples:
-        ids += example.input_ids
-        positions += example.positions()
+        ids += example.input_ids[prefix:]
+        positions += example.positions()[prefix:]
         labels += [t if m else IGNORE_INDEX
-                   for t, m in zip(example.input_ids, example.loss_mask, strict=True)]
+                   for t, m in zip(example.input_ids[prefix:], example.loss_mask[prefix:], strict=True)]
     return PackedBatch(
         torch.tensor([ids], dtype=torch.long),
         torch.tensor([positions], dtype=torch.long),
         torch.tensor([labels], dtype=torch.long),
         len(examples),
+        prefix,
     )
 
 

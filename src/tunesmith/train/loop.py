@@ -23,7 +23,7 @@ from tunesmith.data.pack import plan_epoch
 from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
 from tunesmith.evaluate.heldout import evaluate
-from tunesmith.hardware import choose_dtype, pick_device
+from tunesmith.hardware import Precision, choose_dtype, pick_device, training_precision
 from tunesmith.model.adapters import apply_adapter, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
@@ -134,11 +134,18 @@ class _Session:
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    precision: Precision
     lengths: list[int]
     total_steps: int
     progress: _Progress
     reporter: Fanout
     saved_step: int = 0  # a checkpoint of step 0 holds nothing new
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics of the model as it is now, computed in the training precision."""
+        with self.precision.autocast(self.device):
+            return evaluate(self.model, self.objective, self.data.validation, self.budget, self.device,
+                            self.parallel)
 
     def save(self) -> None:
         """A checkpoint of the current step; older ones pruned, the best kept."""
@@ -239,9 +246,11 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
         dtype = dtype if shared == dtype.name else choose_dtype(shared, device)
         training.dtype = dtype.name
         chosen.update(dtype.record())
+    full = resolved.adapter.kind == "full"
+    precision = training_precision(dtype.dtype, full)
     run.write_recipe(resolved)
 
-    model = load_model(ref, resolved.trust_remote_code, dtype.dtype, objective.head)
+    model = load_model(ref, resolved.trust_remote_code, precision.weights, objective.head)
     model.config.use_cache = False
     model = apply_adapter(model, resolved.adapter).to(device)
     expert_note = untrained_experts_note(model)  # reported once the reporter exists
@@ -252,7 +261,7 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
     _check_disk(run, model, training.keep_checkpoints)
     # Before any checkpoint is loaded: a reference model is the untrained one.
     objective.prepare(model, tokenizer, [data.train, data.validation], budget, device)
-    parallel = dist.wrap(ctx, model, objective, resolved.adapter.kind == "full", device)
+    parallel = dist.wrap(ctx, model, objective, full, device)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -284,7 +293,8 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
 
     trainable = sum(p.numel() for p in params)
     run.update_info(status="running", base_model=resolved.base_model, method=resolved.method,
-                    adapter=resolved.adapter.kind, auto=chosen, data=data.summary(),
+                    adapter=resolved.adapter.kind, auto=chosen, precision=precision.record(),
+                    data=data.summary(),
                     total_steps=total_steps, trainable_parameters=trainable,
                     resumed_from=progress.step if latest else None, started=time.time())
     reporter = _reporters(resolved, run, reporters) if ctx.is_main else Fanout([])
@@ -294,7 +304,7 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
         reporter.report({"type": "event", "step": progress.step, "level": "warning", "message": expert_note})
 
     return _Session(ctx, run, resolved, device, tokenizer, objective, data, budget, model, parallel,
-                    params, optimizer, scheduler, lengths, total_steps, progress, reporter,
+                    params, optimizer, scheduler, precision, lengths, total_steps, progress, reporter,
                     saved_step=latest.step if latest is not None else 0)
 
 
@@ -306,7 +316,7 @@ def _run_steps(s: _Session, should_stop: Callable[[], bool] | None) -> Outcome:
     if progress.step == 0 and data.validation:
         # The untrained model's held-out loss: the point every later evaluation is judged against.
         reporter.report({"type": "eval", "step": 0, "baseline": True,
-                         **evaluate(s.model, s.objective, data.validation, budget, s.device, s.parallel)})
+                         **s.evaluate()})
     status = Outcome.SUCCEEDED
     plans: dict[int, list[list[list[int]]]] = {}
     s.model.train()
@@ -324,7 +334,7 @@ def _run_steps(s: _Session, should_stop: Callable[[], bool] | None) -> Outcome:
             step_examples = [([data.train[i] for i in micro], real) for micro, real in
                              dist.shard_step(ctx, plan[progress.step_in_epoch], lengths, budget)]
             metrics = _train_step(s.parallel, s.optimizer, s.params, training.max_grad_norm, step_examples,
-                                  s.device)
+                                  s.device, s.precision)
             if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
                 raise TrainingDiverged(
                     f"loss became {metrics['loss']} (grad norm {metrics['grad_norm']}) at step "
@@ -346,7 +356,7 @@ def _run_steps(s: _Session, should_stop: Callable[[], bool] | None) -> Outcome:
             last = progress.step == s.total_steps
             saved = stop_early = False
             if data.validation and (progress.step % int(training.eval_every) == 0 or last):
-                result = evaluate(s.model, s.objective, data.validation, budget, s.device, s.parallel)
+                result = s.evaluate()
                 improved = progress.best_loss is None or result["loss"] < progress.best_loss
                 if improved:
                     progress.best_loss, progress.best_step, progress.bad_evals = \
@@ -416,10 +426,13 @@ def _finish(s: _Session, status: Outcome) -> TrainResult:
 
 def _train_step(parallel: dist.Parallel, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
                 max_grad_norm: float | None, micro_examples: list[tuple[list[Any], bool]],
-                device: torch.device) -> dict[str, float]:
+                device: torch.device, precision: Precision | None = None) -> dict[str, float]:
     """One optimizer step over its micro-batches; the loss is normalised by the units of the
     whole step (on all ranks), so accumulation over any split gives the same gradient. A filler
-    micro-batch (real=False) only keeps ranks in step and adds nothing."""
+    micro-batch (real=False) only keeps ranks in step and adds nothing. Forward passes run under
+    the precision's autocast (full fine-tuning in bf16), backward passes outside it, as autocast
+    wants."""
+    autocast = (precision or Precision(torch.float32)).autocast
     objective, ctx = parallel.objective, parallel.ctx
     batches = [(objective.collate(examples), real) for examples, real in micro_examples]
     units = dist.sum_metrics(ctx, {"units": float(sum(objective.units(b) for b, real in batches if real))})
@@ -430,7 +443,8 @@ def _train_step(parallel: dist.Parallel, optimizer: torch.optim.Optimizer, param
         batch = batch.to(device)
         # DDP and FSDP2 average gradients over ranks: world_size / units sums them instead.
         with parallel.no_sync(index < len(batches) - 1):
-            loss_sum, metrics = parallel(batch)
+            with autocast(device):
+                loss_sum, metrics = parallel(batch)
             (loss_sum * (ctx.world_size if real else 0) / units["units"]).backward()
         totals["real_tokens"] += batch.num_tokens if real else 0
         totals["micro_batches"] += real

@@ -49,19 +49,38 @@ TILE_LOGITS = 1 << 23
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T + bias` against `targets`, and the count of
     argmax hits, a chunk of tokens at a time. Gradients are computed during the forward pass
-    (the loss is a scalar, so backward only scales them by the incoming gradient)."""
+    (the loss is a scalar, so backward only scales them by the incoming gradient).
+
+    `compute` (under autocast: its dtype) is the dtype of the two matrix products; softmax, the
+    loss and the head's weight gradient are accumulated in fp32 and every gradient is returned in
+    its input's dtype (an fp32 master weight gets an fp32 gradient)."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 targets: torch.Tensor, softcap: float | None, chunk_tokens: int,
-                with_grads: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                with_grads: bool, compute: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(hidden.device.type, enabled=False):  # the casts below are explicit
+            return _LinearCrossEntropy._forward(ctx, hidden, weight, bias, targets, softcap, chunk_tokens,
+                                                with_grads, compute)
+
+    @staticmethod
+    def _forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 targets: torch.Tensor, softcap: float | None, chunk_tokens: int,
+                 with_grads: bool, compute: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+        master_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        if compute is not None and compute != weight.dtype:
+            weight = weight.to(compute)
+            bias = bias.to(compute) if bias is not None else None
+        hidden_in = hidden
+        if hidden.dtype != weight.dtype:
+            hidden = hidden.to(weight.dtype)
         need_hidden = with_grads and ctx.needs_input_grad[0]
         need_weight = with_grads and ctx.needs_input_grad[1]
         need_bias = with_grads and bias is not None and ctx.needs_input_grad[2]
         count = targets.numel()
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_hidden = torch.empty_like(hidden_in) if need_hidden else None
         fp32 = {"dtype": torch.float32, "device": weight.device}
         grad_weight = torch.zeros(weight.shape, **fp32) if need_weight else None
         grad_bias = torch.zeros(bias.shape, **fp32) if need_bias else None
@@ -94,21 +113,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad.mul_(tanh.square_().neg_().add_(1))
             grad = grad.to(weight.dtype)
             if grad_hidden is not None:
-                torch.mm(grad, weight, out=grad_hidden[start : start + chunk_tokens])
+                if grad_hidden.dtype == weight.dtype:
+                    torch.mm(grad, weight, out=grad_hidden[start : start + chunk_tokens])
+                else:
+                    grad_hidden[start : start + chunk_tokens] = torch.mm(grad, weight)
             if grad_weight is not None:
-                grad_weight.addmm_(grad.t().float(), part.float())
+                if compute is None:
+                    grad_weight.addmm_(grad.t().float(), part.float())
+                else:  # the product in the compute dtype, summed in fp32
+                    grad_weight += torch.mm(grad.t(), part)
             if grad_bias is not None:
                 grad_bias += grad.sum(dim=0, dtype=torch.float32)
         ctx.grads = (grad_hidden,
-                     grad_weight.to(weight.dtype) if grad_weight is not None else None,
-                     grad_bias.to(bias.dtype) if grad_bias is not None else None)
+                     grad_weight.to(master_dtypes[1]) if grad_weight is not None else None,
+                     grad_bias.to(master_dtypes[2]) if grad_bias is not None else None)
         ctx.mark_non_differentiable(correct)
         return loss_sum, correct
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_correct: Any) -> tuple[Any, ...]:
         grads = [None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads]
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
 _model_sdpa: Any = None
@@ -122,16 +147,29 @@ def _packed_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
     name transformers gives packed-sequence bounds); every other call, and anything unusual,
     goes unchanged to transformers' SDPA with the mask it was given."""
     bounds = kwargs.get("cu_seq_lens_q")
+    prefix = kwargs.pop("shared_prefix", 0) or 0
     plain = all(kwargs.get(k) is None for k in ("position_bias", "softcap", "s_aux", "sinks", "cache"))
     if (bounds is None or not plain or query.shape[0] != 1 or query.shape[2] != key.shape[2]
             or not getattr(module, "is_causal", True) or getattr(module, "sliding_window", None)):
+        if prefix:  # the row holds the prefix once: no masked attention can read it right
+            raise RuntimeError("a shared-prefix row reached an attention layer that cannot take it")
         return _model_sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                            **kwargs)
     cuts = bounds.tolist()
     gqa = query.shape[1] != key.shape[1]
-    parts = [torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout_p=dropout,
-        scale=scaling, is_causal=True, enable_gqa=gqa) for start, end in itertools.pairwise(cuts)]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    parts = []
+    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
+        if index == 0 or not prefix:
+            parts.append(sdpa(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                              dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa))
+            continue
+        # An example after a shared prefix: its queries see the whole prefix, then causally itself.
+        keys = torch.cat([key[:, :, :prefix], key[:, :, start:end]], dim=2)
+        values = torch.cat([value[:, :, :prefix], value[:, :, start:end]], dim=2)
+        mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool, device=query.device)
+        parts.append(sdpa(query[:, :, start:end], keys, values, attn_mask=mask.tril_(prefix),
+                          dropout_p=dropout, scale=scaling, enable_gqa=gqa))
     # [batch, length, heads, dim], as transformers' SDPA returns it
     return torch.cat([part.transpose(1, 2) for part in parts], dim=1), None
 
@@ -147,9 +185,10 @@ def _register_packed_attention() -> None:
 
 
 def _packed_bounds(config: Any, position_ids: torch.Tensor | None,
-                   attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+                   attention_mask: torch.Tensor | None, shared_prefix: int = 0) -> torch.Tensor | None:
     """Example boundaries of a single packed row, when per-example attention gives exactly the
-    model's own result: SDPA, full causal attention in every layer, no padding mask."""
+    model's own result: SDPA, full causal attention in every layer, no padding mask. A row with
+    a shared prefix is cut at the prefix's end and at every example after it."""
     if position_ids is None or attention_mask is not None or position_ids.shape[0] != 1:
         return None
     if getattr(config, "_attn_implementation", None) != "sdpa" or getattr(config, "sliding_window", None):
@@ -157,11 +196,21 @@ def _packed_bounds(config: Any, position_ids: torch.Tensor | None,
     layer_types = getattr(config, "layer_types", None) or ["full_attention"]
     if any(t != "full_attention" for t in layer_types) or getattr(config, "attn_logit_softcapping", None):
         return None
-    starts = (position_ids[0] == 0).nonzero().flatten()
+    if shared_prefix:
+        starts = torch.cat([torch.zeros(1, dtype=torch.long, device=position_ids.device),
+                            (position_ids[0] == shared_prefix).nonzero().flatten()])
+    else:
+        starts = (position_ids[0] == 0).nonzero().flatten()
     if starts.numel() < 2 or int(starts[0]) != 0:
         return None
     end = torch.tensor([position_ids.shape[1]], device=starts.device)
     return torch.cat([starts, end]).to(torch.int32)
+
+
+def _autocast_dtype(tensor: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast computes matrix products in on this tensor's device, or None."""
+    kind = tensor.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
 def _takes_kwargs(module: torch.nn.Module) -> bool:
@@ -169,16 +218,28 @@ def _takes_kwargs(module: torch.nn.Module) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def shares_prefix(model: torch.nn.Module) -> bool:
+    """Whether this model can take a row whose shared prefix is held once (data/pack.py):
+    it must use tunesmith's per-example SDPA, the only attention that reads such a row."""
+    lm = causal_lm(model)
+    probe = torch.tensor([[0, 1]])  # a prefix of one token, then one example
+    return _packed_bounds(lm.config, probe, None, 1) is not None and _takes_kwargs(lm.get_decoder())
+
+
 def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                  attention_mask: torch.Tensor | None = None, shared_prefix: int = 0) -> torch.Tensor:
     lm = causal_lm(model)
     decoder = lm.get_decoder()
     extra: dict[str, Any] = {}
-    bounds = _packed_bounds(lm.config, position_ids, attention_mask)
+    bounds = _packed_bounds(lm.config, position_ids, attention_mask, shared_prefix)
+    if shared_prefix and (bounds is None or not _takes_kwargs(decoder)):
+        raise ValueError("this model cannot take a shared-prefix row; unshare the batch first")
     if bounds is not None and _takes_kwargs(decoder):
         _register_packed_attention()
         # Passed down to every attention call, also when gradient checkpointing recomputes a layer.
         extra = {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds}
+        if shared_prefix:
+            extra["shared_prefix"] = shared_prefix
     # use_cache=False matters: transformers splits a packed row into its examples (from the
     # restarting position ids) only when no KV cache is built; with one, examples would
     # attend to each other silently.
@@ -189,21 +250,28 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids:
 
 def token_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
                position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-               chunk_tokens: int = 1024) -> TokenLoss:
+               chunk_tokens: int = 1024, shared_prefix: int = 0) -> TokenLoss:
     """Summed cross-entropy and correct-token count over positions whose label is set.
 
-    `labels` are aligned with `input_ids` (label t is predicted from position t-1).
+    `labels` are aligned with `input_ids` (label t is predicted from position t-1; in a row with
+    a shared prefix of P tokens, an example's first token after it from position P-1).
     """
-    hidden = hidden_states(model, input_ids, position_ids, attention_mask)
+    hidden = hidden_states(model, input_ids, position_ids, attention_mask, shared_prefix)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    selected = hidden[:, :-1][keep]
+    if shared_prefix:
+        assert position_ids is not None  # a shared-prefix row always has them
+        source = torch.arange(-1, input_ids.shape[1] - 1, device=input_ids.device)
+        source[position_ids[0] == shared_prefix] = shared_prefix - 1
+        selected = hidden[0, source[1:][keep[0]]]
+    else:
+        selected = hidden[:, :-1][keep]
     targets = targets[keep]
     head = causal_lm(model).get_output_embeddings()
     softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
     tile = max(1, min(chunk_tokens, TILE_LOGITS // head.weight.shape[0]))
     loss_sum, correct = _LinearCrossEntropy.apply(selected, head.weight, head.bias, targets, softcap, tile,
-                                                  torch.is_grad_enabled())
+                                                  torch.is_grad_enabled(), _autocast_dtype(selected))
     return TokenLoss(loss_sum, correct, int(targets.numel()))
 
 
@@ -225,7 +293,7 @@ def example_losses(model: torch.nn.Module, input_ids: torch.Tensor, labels: torc
         keep = targets != IGNORE_INDEX
         targets = targets[keep]
         loss_sum, correct = _LinearCrossEntropy.apply(hidden[start : end - 1][keep], head.weight, head.bias,
-                                                      targets, softcap, tile, False)
+                                                      targets, softcap, tile, False, _autocast_dtype(hidden))
         out.append((float(loss_sum), int(correct), int(targets.numel())))
         start = end
     return out
