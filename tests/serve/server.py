@@ -72,7 +72,8 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+        stop_process(self.process)  # never left running behind a failed test
+        raise RuntimeError(f"server did not start within {timeout} s: {self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
         assert self.process is not None

@@ -181,7 +181,8 @@ def mixable(model: Any, adapter: str) -> bool:
 def activated(model: Any, adapter_name: str | None) -> Any:
     """A context in which `adapter_name` is the active adapter (None: the base, adapters off)."""
     if adapter_name is not None:
-        model.set_adapter(adapter_name)
+        if getattr(model, "active_adapter", None) != adapter_name:  # a batch of its own sets it every step
+            model.set_adapter(adapter_name)
         return nullcontext()
     return model.disable_adapter() if _is_peft(model) else nullcontext()
 
