@@ -214,3 +214,78 @@ def test_evaluation_gives_each_prompt_its_tools(loaded, monkeypatch) -> None:
                                         "bootstrap_seed": 0})()
     replies = evaluator._generate(loaded, conversations()[:2], [[tool], None])
     assert len(replies) == 2 and seen == [[tool], None]
+
+
+def _never_ending(loaded, conversation, tokens: int, **sampling) -> Completion:
+    """A reply held off every end-of-turn token, so it runs to its token limit."""
+    stops = stop_token_ids(loaded.tokenizer, loaded.model)
+    allowed = [t for t in range(len(loaded.tokenizer)) if t not in stops]
+    return Completion(loaded.tokenizer, loaded.renderer.prompt_ids(conversation),
+                      Sampling(max_new_tokens=tokens, **sampling), constraint=lambda ids: allowed)
+
+
+def test_greedy_equals_transformers_generate(loaded) -> None:
+    """The engine's own decode loop gives the tokens transformers' greedy search gives."""
+    prompts = [loaded.renderer.prompt_ids(c) for c in conversations()]
+    ours = generate_ids(loaded.model, loaded.tokenizer, prompts, [Sampling(max_new_tokens=12)] * 3)
+    stops = sorted(stop_token_ids(loaded.tokenizer, loaded.model))
+    for prompt, completion in zip(prompts, ours, strict=True):
+        out = loaded.model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                                    eos_token_id=stops, pad_token_id=loaded.tokenizer.pad_token_id)
+        assert completion.ids == out[0, len(prompt):].tolist()
+        assert completion.ids
+
+
+def test_rows_join_a_running_batch_and_leave_it_when_done(loaded) -> None:
+    """Continuous batching in the engine: rows added between steps reply as they would alone,
+    the running rows' replies do not change, and finished rows leave the batch."""
+    convs = conversations()
+    first = _never_ending(loaded, convs[2], 20)
+    hot = _never_ending(loaded, convs[0], 15, temperature=1.1, seed=4)
+    short = Completion(loaded.tokenizer, loaded.renderer.prompt_ids(convs[1]), Sampling(max_new_tokens=3))
+    batch = generation.Batch(loaded.model, loaded.tokenizer)
+    batch.add([first])
+    for _ in range(6):
+        batch.step()
+    batch.add([hot, short])  # their prompts are shorter than the running row's cache: both padded
+    assert len(batch.rows) == 3
+    sizes = []
+    while batch.rows:
+        batch.step()
+        sizes.append(len(batch.rows))
+        if batch.rows:  # no leading column is padding for every row left: those are cut
+            assert batch.mask.shape[0] == len(batch.rows) and bool(batch.mask[:, 0].any())
+    assert sizes.count(2) and sizes.count(1)  # the short row left first, then the first row
+    assert batch.cache is None and batch.mask is None
+    for joined, messages, tokens, sampling in ((first, convs[2], 20, {}), (hot, convs[0], 15,
+                                               {"temperature": 1.1, "seed": 4})):
+        alone = _never_ending(loaded, messages, tokens, **sampling)
+        run_batch(loaded.model, loaded.tokenizer, [alone])
+        assert joined.ids == alone.ids and len(joined.ids) == tokens
+    alone = generate_ids(loaded.model, loaded.tokenizer, [short.prompt_ids], [Sampling(max_new_tokens=3)])[0]
+    assert short.ids == alone.ids
+
+
+def test_a_sliding_window_model_generates_but_takes_no_newcomers(tmp_path, tiny_model_path) -> None:
+    """A cache whose layers cannot be padded and cut (sliding window) is never merged: the batch
+    refuses joiners while it runs and its finished rows ride along, ignored."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=2048, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=4,
+                           max_position_embeddings=256, pad_token_id=3, eos_token_id=2, bos_token_id=0)
+    model = MistralForCausalLM(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12]]
+    ours = generate_ids(model, tokenizer, prompts, [Sampling(max_new_tokens=8), Sampling(max_new_tokens=3)],
+                        stop_ids=frozenset({2}))
+    for prompt, completion, tokens in zip(prompts, ours, (8, 3), strict=True):
+        out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=tokens, do_sample=False,
+                             eos_token_id=2, pad_token_id=3)
+        assert completion.ids == out[0, len(prompt):].tolist()
+    batch = generation.Batch(model, tokenizer, frozenset({2}))
+    batch.add([Completion(tokenizer, prompts[0], Sampling(max_new_tokens=8))])
+    assert not batch.joinable
+    with pytest.raises(RuntimeError, match="cannot take new rows"):
+        batch.add([Completion(tokenizer, prompts[1], Sampling(max_new_tokens=3))])

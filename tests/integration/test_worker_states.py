@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.conftest import colour_chats, write_jsonl
-from tests.serve.server import Server, cli, environment, wait_for
+from tests.serve.server import Server, cli, environment, stop_process, wait_for
 from tunesmith.store import open_registry
 
 pytestmark = pytest.mark.slow  # a worker process and its children killed
@@ -54,13 +54,7 @@ class WorkerProcess:
         return [p for p in me.children(recursive=True) if p.ppid() != me.pid]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def training(client: openai.OpenAI, file_id: str, max_steps: int) -> str:

@@ -72,7 +72,8 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+        stop_process(self.process)  # never left running behind a failed test
+        raise RuntimeError(f"server did not start within {timeout} s: {self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -80,13 +81,20 @@ class Server:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 60) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `grace` seconds; reaped either way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_for(check: Any, timeout: float = 240, every: float = 0.3) -> Any:

@@ -262,38 +262,223 @@ def run_batch(model: Any, tokenizer: Any, completions: Sequence[Completion],
     """Generate every completion as one left-padded batch, in the calling thread; each
     completion is fed its tokens as they come and is done when this returns. A failure
     ends every completion with it (and is raised)."""
-    import torch
-    from transformers import LogitsProcessorList, StoppingCriteriaList
-
-    rows = [c for c in completions if not c.finished]
-    for c in completions:
-        if c.finished:  # cancelled or abandoned before it started
-            c._finish("stop")
-    if not rows:
-        return
-    stops = stop_token_ids(tokenizer, model) if stop_ids is None else stop_ids
-    for c in rows:
-        c._stop_ids = stops
+    batch = Batch(model, tokenizer, stop_ids)
     try:
-        device = model.device
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        width = max(len(c.prompt_ids) for c in rows)
-        ids = torch.tensor([[pad] * (width - len(c.prompt_ids)) + c.prompt_ids for c in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(c.prompt_ids)) + [1] * len(c.prompt_ids) for c in rows],
-                            device=device)
-        generators = [_generator(c.sampling.seed, device) for c in rows]
-        model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=max(c.sampling.max_new_tokens for c in rows),
-            do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
-            eos_token_id=sorted(stops), pad_token_id=pad, use_cache=True,
-            logits_processor=LogitsProcessorList([_RowSampler(rows, generators)]),
-            stopping_criteria=StoppingCriteriaList([_RowsFinished(rows)]), streamer=_Feed(rows))
+        batch.add(completions)
+        while batch.rows:
+            batch.step()
     except BaseException as exc:
-        for c in rows:
+        for c in completions:
             c._fail(exc)
         raise
-    for c in rows:  # rows stopped by cancellation, or generate's own limit
-        c._finish("length" if len(c.ids) >= c.sampling.max_new_tokens else "stop")
+
+
+BASE_ADAPTER = "__base__"
+"""PEFT's name for "no adapter" in a mixed-adapter batch (adapter_names)."""
+
+
+class Batch:
+    """Rows decoded together one token at a time, by our own loop over the model's forward.
+
+    Rows can join between steps (continuous batching: `add` prefills the newcomers as a
+    left-padded batch of their own and merges their KV cache into the running one, left-padding
+    the shorter) and leave as soon as they are done (their cache rows are dropped, and columns
+    only padding is left in are trimmed). Each row has its own sampling settings, generator,
+    stop tokens, token limit and, where `mix` is set, its own PEFT adapter (`adapter_names`,
+    PEFT's mixed-adapter batch inference).
+
+    Written here rather than through transformers' `generate`, which fixes its batch when it
+    starts (a request arriving a moment later waits for the whole batch), samples from the
+    process-wide random state with one temperature for all rows, and costs several times the
+    forward pass of a small model in per-step Python (logits processors, stopping criteria,
+    streamer). Joining needs every cache layer to be a plain growing one (transformers'
+    DynamicLayer); a model with sliding-window or recurrent layers still generates, but a batch
+    of it takes no newcomers until it ends (`joinable`)."""
+
+    def __init__(self, model: Any, tokenizer: Any, stop_ids: frozenset[int] | None = None):
+        self.model = model
+        """Read at every step: the server may wrap its base in a PeftModel between steps."""
+        self.mix = False
+        """Pass each row's adapter to the forward (PEFT's adapter_names); set by the server."""
+        self.stop_ids = stop_ids
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.rows: list[Completion] = []
+        self.adapters: list[str] = []
+        self.generators: list[Any] = []
+        self.cache: Any = None
+        self.mask: Any = None
+        """[rows, cached positions + 1]: 1 where a position is real, 0 where it is padding."""
+        self.last: Any = None
+        """[rows, 1]: each row's newest token, not yet run through the model."""
+        self.position: Any = None
+        """[rows, 1]: that token's position (padding not counted)."""
+
+    @property
+    def joinable(self) -> bool:
+        """Whether rows can join now: nothing running, or a cache of plain growing layers."""
+        if not self.rows:
+            return True
+        try:
+            from transformers.cache_utils import DynamicLayer
+        except ImportError:  # a transformers before cache layers: no joining
+            return False
+        layers = getattr(self.cache, "layers", None)
+        return layers is not None and all(type(layer) is DynamicLayer for layer in layers)
+
+    def add(self, completions: Sequence[Completion], adapters: Sequence[str | None] | None = None) -> None:
+        """Prefill `completions` (with each one's adapter where the batch mixes them; None is the
+        base) and merge them into the running rows (see `joinable`); each gets its first token
+        before this returns."""
+        import torch
+
+        named = list(adapters) if adapters is not None else [None] * len(completions)
+        starting = [(c, a) for c, a in zip(completions, named, strict=True) if not c.finished]
+        new = [c for c, _ in starting]
+        names = [a or BASE_ADAPTER for _, a in starting]
+        for c in completions:
+            if c.finished:  # cancelled or abandoned before it started
+                c._finish("stop")
+        if not new:
+            return
+        if not self.joinable:
+            raise RuntimeError("this batch's cache cannot take new rows until it ends")
+        for c in new:  # each row's own tokenizer's end-of-turn token (an adapter may bring its own)
+            c._stop_ids = stop_token_ids(c.tokenizer, self.model) if self.stop_ids is None else self.stop_ids
+        device = self.model.device
+        width = max(len(c.prompt_ids) for c in new)
+        ids = torch.tensor([[self.pad] * (width - len(c.prompt_ids)) + c.prompt_ids for c in new],
+                           device=device)
+        mask = torch.tensor([[0] * (width - len(c.prompt_ids)) + [1] * len(c.prompt_ids) for c in new],
+                            device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [_generator(c.sampling.seed, device) for c in new]
+        with torch.inference_mode():
+            logits, cache = self._forward(ids, mask, positions, None, names, prefill=True)
+            tokens = _pick(new, generators, logits)
+        ones = mask.new_ones((len(new), 1))
+        self._merge(new, names, generators, cache, torch.cat([mask, ones], dim=1),
+                    tokens.unsqueeze(1), positions[:, -1:] + 1)
+        self._feed(tokens)
+
+    def step(self) -> None:
+        """One token for every running row."""
+        import torch
+
+        if not self.rows:
+            return
+        with torch.inference_mode():
+            logits, self.cache = self._forward(self.last, self.mask, self.position, self.cache, self.adapters)
+            tokens = _pick(self.rows, self.generators, logits)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        self.last, self.position = tokens.unsqueeze(1), self.position + 1
+        self._feed(tokens)
+
+    def fail(self, failure: BaseException) -> None:
+        """End every row with `failure` (its readers raise it) and drop them."""
+        for c in self.rows:
+            c._fail(failure)
+        self._clear()
+
+    def _clear(self) -> None:
+        self.rows, self.adapters, self.generators = [], [], []
+        self.cache = self.mask = self.last = self.position = None
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, adapters: list[str],
+                 prefill: bool = False) -> Any:
+        takes = _forward_takes(self.model)
+        extra: dict[str, Any] = {"cache" if "cache" in takes else "past_key_values": cache}
+        if self.mix:
+            extra["adapter_names"] = adapters
+        if prefill and "logits_to_keep" in takes:
+            extra["logits_to_keep"] = 1  # the prompt's last position is the only one sampled from
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+        cache = getattr(out, "cache", None)
+        return out.logits[:, -1, :], out.past_key_values if cache is None else cache
+
+    def _feed(self, tokens: Any) -> None:
+        """Give each row its token (the newest rows' when `add` fed only them), then drop the done."""
+        rows = self.rows[len(self.rows) - len(tokens):]
+        for row, token in zip(rows, tokens.tolist(), strict=True):  # the step's one wait for the device
+            if not row.finished:
+                row._put(int(token))
+        self._drop_finished()
+
+    def _merge(self, rows: list[Completion], adapters: list[str], generators: list[Any], cache: Any,
+               mask: Any, last: Any, position: Any) -> None:
+        import torch
+
+        if not self.rows:
+            self.rows, self.adapters, self.generators = list(rows), list(adapters), list(generators)
+            self.cache, self.mask, self.last, self.position = cache, mask, last, position
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_left_pad(mine.keys, width - 1), _left_pad(theirs.keys, width - 1)])
+            mine.values = torch.cat([_left_pad(mine.values, width - 1), _left_pad(theirs.values, width - 1)])
+        self.mask = torch.cat([_left_pad_mask(self.mask, width), _left_pad_mask(mask, width)])
+        self.last = torch.cat([self.last, last])
+        self.position = torch.cat([self.position, position])
+        self.rows += rows
+        self.adapters += adapters
+        self.generators += generators
+
+    def _drop_finished(self) -> None:
+        import torch
+
+        keep = [i for i, c in enumerate(self.rows) if not c.finished]
+        if len(keep) == len(self.rows):
+            return
+        for c in self.rows:
+            if c.finished:  # cancelled or abandoned at this step: ended here
+                c._finish("length" if len(c.ids) >= c.sampling.max_new_tokens else "stop")
+        if not keep:
+            self._clear()
+            return
+        if not self.joinable:  # a cache that cannot be cut: the finished rows ride along, ignored
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.last, self.position = self.mask[index], self.last[index], self.position[index]
+        self.rows = [self.rows[i] for i in keep]
+        self.adapters = [self.adapters[i] for i in keep]
+        self.generators = [self.generators[i] for i in keep]
+        padding = int((self.mask.cumsum(dim=1) == 0).all(dim=0).sum())  # columns no kept row uses
+        if padding:
+            self.mask = self.mask[:, padding:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., padding:, :], layer.values[..., padding:, :]
+
+
+def _left_pad(states: Any, length: int) -> Any:
+    """[rows, heads, positions, dim] states left-padded with zeros to `length` positions."""
+    import torch
+
+    missing = length - states.shape[-2]
+    if missing <= 0:
+        return states
+    return torch.cat([states.new_zeros((*states.shape[:-2], missing, states.shape[-1])), states], dim=-2)
+
+
+def _left_pad_mask(mask: Any, length: int) -> Any:
+    import torch
+
+    missing = length - mask.shape[1]
+    return mask if missing <= 0 else torch.cat([mask.new_zeros((mask.shape[0], missing)), mask], dim=1)
+
+
+_FORWARD_TAKES: dict[type, frozenset[str]] = {}
+
+
+def _forward_takes(model: Any) -> frozenset[str]:
+    """The (base) model's forward parameters, once per class: transformers 5.24 renamed
+    past_key_values to cache; logits_to_keep is not in every model."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kind = type(inner)
+    if kind not in _FORWARD_TAKES:
+        _FORWARD_TAKES[kind] = frozenset(inspect.signature(inner.forward).parameters)
+    return _FORWARD_TAKES[kind]
 
 
 def _generator(seed: int | None, device: Any) -> Any:
@@ -304,74 +489,36 @@ def _generator(seed: int | None, device: Any) -> Any:
     return generator
 
 
-class _RowSampler:
-    """A logits processor that picks each row's next token itself and leaves only that token
-    for greedy search: argmax for greedy rows, a draw with the row's own generator otherwise.
+def _pick(rows: Sequence[Completion], generators: Sequence[Any], logits: Any) -> Any:
+    """Each row's next token ([rows] on the device): argmax for greedy rows, a draw with the
+    row's own generator otherwise, among the tokens its constraint allows.
 
     Written here because transformers' sampling draws from the process-wide random state and
     applies one temperature to a whole batch: a seed set with torch.manual_seed is consumed by
     every generation running at the same time, and requests with different settings could
     not share a batch."""
+    import torch
 
-    def __init__(self, rows: Sequence[Completion], generators: list[Any]):
-        self.rows = rows
-        self.generators = generators
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        for index, row in enumerate(self.rows):
-            if row.constraint is not None and not row.finished:
-                # nothing allowed (the constraint is stuck): the reply ends here
-                allowed = list(row.constraint(row.prompt_ids + row.ids)) or sorted(row._stop_ids)
-                keep = torch.full_like(scores[index], float("-inf"))
-                keep[torch.tensor(allowed, device=scores.device)] = 0.0
-                scores[index] = scores[index] + keep
-        chosen = scores.argmax(dim=-1, keepdim=True)
-        for index, (row, generator) in enumerate(zip(self.rows, self.generators, strict=True)):
-            temperature, top_p = row.sampling.temperature, row.sampling.top_p
-            if temperature <= 0 or row.finished:
-                continue
-            logits = scores[index].float() / temperature
-            if top_p < 1:
-                ordered, order = torch.sort(logits, descending=False)
-                drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
-                drop[-1:] = False  # the likeliest token always stays
-                logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-            chosen[index, 0] = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[0]
-        return torch.full_like(scores, float("-inf")).scatter(-1, chosen, 0.0)
-
-
-class _RowsFinished:
-    """Stopping criteria: a row is done when its completion is (end token, stop sequence,
-    its own token limit, cancelled or abandoned)."""
-
-    def __init__(self, rows: Sequence[Completion]):
-        self.rows = rows
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.tensor([c.finished for c in self.rows], dtype=torch.bool, device=input_ids.device)
-
-
-class _Feed:
-    """The streamer `generate` calls: the prompt first (skipped), then one token per row."""
-
-    def __init__(self, rows: Sequence[Completion]):
-        self.rows = rows
-        self.prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        for row, token in zip(self.rows, value.reshape(-1).tolist(), strict=True):
-            if not row.finished:
-                row._put(int(token))
-
-    def end(self) -> None:
-        pass
+    for index, row in enumerate(rows):
+        if row.constraint is not None and not row.finished:
+            # nothing allowed (the constraint is stuck): the reply ends here
+            allowed = list(row.constraint(row.prompt_ids + row.ids)) or sorted(row._stop_ids)
+            keep = torch.full_like(logits[index], float("-inf"))
+            keep[torch.tensor(allowed, device=logits.device)] = 0.0
+            logits[index] = logits[index] + keep
+    chosen = logits.argmax(dim=-1)
+    for index, (row, generator) in enumerate(zip(rows, generators, strict=True)):
+        temperature, top_p = row.sampling.temperature, row.sampling.top_p
+        if temperature <= 0 or row.finished:
+            continue
+        scaled = logits[index].float() / temperature
+        if top_p < 1:
+            ordered, order = torch.sort(scaled, descending=False)
+            drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+            drop[-1:] = False  # the likeliest token always stays
+            scaled = scaled.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        chosen[index] = torch.multinomial(scaled.softmax(dim=-1), 1, generator=generator)[0]
+    return chosen
 
 
 # --- the callers' entry points ---------------------------------------------------------------

@@ -4,13 +4,15 @@ base share that base in memory (PEFT load_adapter/set_adapter), and at most
 and in the dtype training would pick (tunesmith.hardware): a GPU in bf16 where there is one.
 
 Generation goes through one batcher per base (serve/batcher.py): concurrent requests on a
-base are generated together. The active adapter is state of the whole model, so a batch
-holds one adapter's requests and the base's lock is held while it runs.
+base are generated together, rows of its LoRA adapters and of the bare base in one batch
+(PEFT's mixed-adapter batches). The base's lock is held for each step of a batch and while
+an adapter loads, which waits for the step running, not for the batch.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,8 +42,31 @@ class _Base:
     renderer: Any
     adapters: dict[str, LoadedModel] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    """Held while the model is used or changed (a batch running, an adapter loading)."""
+    """Held while the model is used or changed (a batch's step, an adapter loading)."""
     batcher: Any = None  # serve.batcher.Batcher, made with the base
+    waiters: int = 0
+    _count: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        """The lock, for anyone but the batcher, whose steps let waiters in first: a lock is not
+        fair, and a batch steps again the moment it lets go."""
+        with self._count:
+            self.waiters += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._count:
+                self.waiters -= 1
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def let_waiters_in(self) -> None:
+        """Called by the batcher between steps: wait until whoever waits for the lock has it."""
+        while self.waiters:
+            time.sleep(0.001)
 
 
 # Building a model in transformers is not thread-safe (weights are first made on the meta device
@@ -74,7 +99,7 @@ class InferenceCache:
     def use(self, target: Target) -> Iterator[LoadedModel]:
         """The model for `target`, with its adapter active, held exclusively while in use."""
         base, loaded = self._get(target)
-        with base.lock, activated(base.model, target.adapter_name):
+        with base.taken(), activated(base.model, target.adapter_name):
             yield loaded
 
     def loaded(self, target: Target) -> LoadedModel:
@@ -90,7 +115,7 @@ class InferenceCache:
         if target.adapter_name is None:
             return base, LoadedModel(base.model, base.tokenizer, base.renderer, target.name)
         if target.adapter_name not in base.adapters:
-            with base.lock:  # waits for a running batch of this base only
+            with base.taken():  # waits for a running step of this base only
                 if target.adapter_name not in base.adapters:
                     base.adapters[target.adapter_name] = self._load_adapter(base, target)
         return base, base.adapters[target.adapter_name]
