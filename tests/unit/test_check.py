@@ -309,6 +309,8 @@ def test_the_replay_file_is_checked_like_the_others(tmp_path: Path) -> None:
     assert found(report, "replay_format") == [str(replay)]
     assert report.replay is not None and report.replay.counts.examples == 1
     assert not report.ok and report.to_dict()["replay"]["counts"]["examples"] == 1
+    # A few replayed chats are plenty: no "too few examples" warning for them.
+    assert str(replay) not in found(report, "too_few_examples")
 
 
 def test_too_few_examples_is_a_warning(tmp_path: Path) -> None:

@@ -163,7 +163,7 @@ def check_dataset(
                 f"{report.format}", data.validation, "use the same shape in both files"))
             report.finding_counts["validation_format"] = 1
     if data.replay is not None:
-        replay = Scan(data.replay, settings, renderer, progress).run(fmt)
+        replay = Scan(data.replay, replace(settings, is_replay=True), renderer, progress).run(fmt)
         report.replay = replay.report(resolved, batch, budget, model)
         report.findings += report.replay.findings
         report.finding_counts = dict(Counter(report.finding_counts) + replay.log.counts)

@@ -65,6 +65,8 @@ class ScanSettings:
     max_length: int
     overlong: Literal["truncate", "drop"]
     is_validation: bool = False
+    is_replay: bool = False
+    """data.replay: trained, but a handful of general chats is enough, so no size warning."""
 
 
 class Scan:
@@ -326,7 +328,8 @@ class Scan:
                     "nothing_to_train", f"none of the {self.counts.examples:,} examples can be trained: "
                     f"{why}", self.path, "shorten the examples, raise data.max_length, or use "
                     "data.overlong: truncate"))
-        elif self.counts.examples < FEW_EXAMPLES and not self.settings.is_validation:
+        elif self.counts.examples < FEW_EXAMPLES and not (
+                self.settings.is_validation or self.settings.is_replay):
             self.log.add(warning(
                 "too_few_examples",
                 f"only {self.counts.examples} examples: hosted fine-tuning APIs require at least "
