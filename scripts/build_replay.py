@@ -5,9 +5,11 @@
 
 Tuning on routing slips alone teaches the model to answer everything with a slip, and its
 loss on everyday answers (the forgetting probe) rises. Mixing these chats into training
-(the recipe's data.replay) keeps its everyday behaviour where it was: the replies are the
-base model's own, greedy, mistakes included, so replay teaches nothing new and moves the
-model toward no particular answer style; it only holds the old one in place. None of these
+(the recipe's data.replay) keeps its everyday behaviour where it was. The replies are the base
+model's own, drawn at temperature 1 (seeded): samples of what it would say, mistakes included,
+so replay teaches nothing new and pulls toward no particular style. Greedy replies were tried
+first: training on a model's single most likely replies makes it surer of them than it was,
+and its loss on plain general text rose by 16% against 4% with samples (README.md). None of these
 prompts is in the forgetting probe's reference set (tests/unit/test_routing_task.py checks).
 """
 
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "tunesmith" / "assets" / "data" / "routing" / "replay.jsonl"
 MODEL = "smollm2-135m-instruct"
 MAX_NEW_TOKENS = 160
+SEED = 0
 EVERYDAY = [
     "What is the capital of Japan?", "How many hours are in a day?", "What do cows eat?",
     "Why do leaves change colour in autumn?", "How many sides does a hexagon have?",
@@ -64,7 +67,7 @@ def main() -> None:
 
     loaded = load_trained(MODEL)
     done = generate(loaded, [[{"role": "user", "content": p}] for p in EVERYDAY],
-                    Sampling(max_new_tokens=MAX_NEW_TOKENS))
+                    Sampling(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, seed=SEED))
     with args.out.open("w", encoding="utf-8") as out:
         for prompt, [reply] in zip(EVERYDAY, done, strict=True):
             answer = whole_sentences(reply.text, reply.finish_reason == "stop")
