@@ -106,8 +106,15 @@ class TokenCounter:
             self.total += int(kwargs["inputs_embeds"].shape[:-1].numel())
 
 
+def decoder_of(model: Any) -> Any:
+    """The decoder of a causal LM, also when wrapped by PEFT (LoRA) and when not (full fine-tuning)."""
+    get_base = getattr(model, "get_base_model", None)
+    return (get_base() if callable(get_base) else model).get_decoder()
+
+
 def lora_init_digest(model: Any) -> str:
-    """A fingerprint of the freshly initialised adapter, to show both tools start identically."""
+    """A fingerprint of the freshly initialised trainable weights (the adapter, or every weight in
+    full fine-tuning), to show both tools start identically."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -205,11 +212,17 @@ class TunesmithSteps:
     """Instruments `tunesmith.train.loop.train` for a benchmark without touching training: once
     the model and its adapter exist it counts tokens at the decoder and opens the memory window
     (as the TRL worker does), and its reporter takes the baton around every step, outside the
-    step's own timing. `steps` gets {"tokens", "loss", and `fields` of the train record}."""
+    step's own timing. `steps` gets {"tokens", "loss", and `fields` of the train record}.
 
-    def __init__(self, baton: Baton, fields: Iterable[str] = ()) -> None:
+    `tokens_key` names the train record's own count of the step's tokens where fewer reach the
+    decoder than the examples hold (SFT holds a shared prefix once per packed row): "tokens" is
+    then that count, so both tools are credited with the same work, and "computed_tokens" the
+    decoder's count. Without it "tokens" is the decoder's count."""
+
+    def __init__(self, baton: Baton, fields: Iterable[str] = (), tokens_key: str | None = None) -> None:
         self.baton = baton
         self.fields = tuple(fields)
+        self.tokens_key = tokens_key
         self.memory = Memory()
         self.state: dict[str, Any] = {}
         self.steps: list[dict[str, Any]] = []
@@ -221,7 +234,7 @@ class TunesmithSteps:
 
         def instrumented_apply_adapter(model: Any, config: Any) -> Any:
             model = original(model, config)
-            self.counter = TokenCounter(model.get_base_model().get_decoder())
+            self.counter = TokenCounter(decoder_of(model))
             self.state["lora_init"] = lora_init_digest(model)
             self.state["baseline_rss_mib"] = self.memory.rss_mib()
             self.state["peak_method"] = self.memory.reset()
@@ -236,7 +249,10 @@ class TunesmithSteps:
             self.last_total = self.counter.total
         elif record.get("type") == "train":
             total = self.counter.total
-            self.steps.append({"tokens": total - self.last_total, "loss": record["loss"],
+            computed = total - self.last_total
+            tokens = {"tokens": computed} if self.tokens_key is None else {
+                "tokens": int(record[self.tokens_key]), "computed_tokens": computed}
+            self.steps.append({**tokens, "loss": record["loss"],
                                **{key: record.get(key) for key in self.fields}})
             self.last_total = total
             self.state["peak_rss_mib"] = self.memory.peak_mib()
@@ -294,9 +310,10 @@ class TrlSteps:
 
         return StepTimer()
 
-    def start(self, peft_model: Any) -> None:
-        self.counter = TokenCounter(peft_model.get_base_model().get_decoder())
-        self.lora_init = lora_init_digest(peft_model)
+    def start(self, model: Any) -> None:
+        """`model`: the trainer's model, PEFT-wrapped (LoRA) or plain (full fine-tuning)."""
+        self.counter = TokenCounter(decoder_of(model))
+        self.lora_init = lora_init_digest(model)
         self.baseline_rss_mib = self.memory.rss_mib()
         self.peak_method = self.memory.reset()
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""SFT throughput: tunesmith against TRL's SFTTrainer + PEFT LoRA, same model, data and settings.
+"""SFT throughput: tunesmith against TRL's SFTTrainer (PEFT LoRA, or full fine-tuning with
+--adapter full), same model, data and settings.
 
 Each trainer runs in its own fresh subprocess (so its peak memory is its own); both load side by
 side and then take turns, one optimizer step at a time, so a noisy minute on a shared machine
@@ -81,8 +82,9 @@ def tunesmith_overrides(cfg: dict[str, Any], run_dir: Path) -> list[str]:
         "data.validation_split=0",  # no held-out split: nothing is evaluated during training
         f"data.max_length={cfg['max_length']}",
         "data.loss_on=assistant",
-        "adapter.kind=lora", f"adapter.rank={cfg['rank']}", f"adapter.alpha={cfg['alpha']}",
-        "adapter.dropout=0.0", "adapter.target_modules=all-linear",
+        *(["adapter.kind=full"] if cfg.get("adapter") == "full" else [
+            "adapter.kind=lora", f"adapter.rank={cfg['rank']}", f"adapter.alpha={cfg['alpha']}",
+            "adapter.dropout=0.0", "adapter.target_modules=all-linear"]),
         "training.epochs=1", f"training.max_steps={steps}",
         f"training.batch_size={cfg['batch_size']}",
         # one packed row per step, like TRL's padding-free batch of `batch_size` examples
@@ -137,7 +139,10 @@ def worker_tunesmith(cfg: dict[str, Any], baton: Baton) -> dict[str, Any]:
 
     run_dir = Path(cfg["workdir"]) / f"tunesmith-{cfg['tag']}"
     recipe = load_recipe(None, tunesmith_overrides(cfg, run_dir))
-    recorder = TunesmithSteps(baton)  # instrumentation only: training itself is untouched
+    # Instrumentation only: training itself is untouched. A step's tokens are its examples' tokens
+    # (the train record's real_tokens); a shared system prompt is held once per packed row, so
+    # fewer reach the decoder, kept as computed_tokens.
+    recorder = TunesmithSteps(baton, tokens_key="real_tokens")
     recorder.install()
     result = loop.train(recipe, reporters=[recorder])
     recorder.add_step_times(run_dir)
@@ -199,7 +204,8 @@ def worker_trl(cfg: dict[str, Any], plan: dict[str, Any], baton: Baton) -> dict[
 
     dataset = Dataset.from_list([{"messages": chat} for chat in ordered])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[steps.callback()])
+                         peft_config=None if cfg.get("adapter") == "full" else lora,
+                         callbacks=[steps.callback()])
     prepared = trainer.train_dataset
     masks = [[0, *(int(t != -100) for t in labels[1:])] for labels in prepared["labels"]]
     mask_diff = [(k, sum(a != b for a, b in zip(mine, theirs, strict=True)))
@@ -257,6 +263,13 @@ def worker_eval(cfg: dict[str, Any], adapters: list[str]) -> dict[str, Any]:
         return total / count
 
     losses = {"base": held_out_loss(base)}
+    if cfg.get("adapter") == "full":  # each run saved a whole model
+        from transformers import AutoModelForCausalLM
+
+        for path in adapters:
+            trained = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+            losses[path] = held_out_loss(trained)
+        return {"losses": losses, "examples": len(examples), "tokens": sum(sum(m[1:]) for _, m in examples)}
     for path in adapters:
         model = PeftModel.from_pretrained(base, path).eval()
         losses[path] = held_out_loss(model)
@@ -307,6 +320,10 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
     mask_diff = trl_run["mask_differences"]
     same_init = len({r["lora_init"] for rs in runs.values() for r in rs}) == 1
     overhead_ts, overhead_trl = ts["peak"] - ts["baseline"], trl["peak"] - trl["baseline"]
+    full = cfg.get("adapter") == "full"
+    trained = ("full fine-tuning (every weight trained)" if full else
+               f"LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout 0 on all linear layers")
+    computed = sum(s.get("computed_tokens", s["tokens"]) for s in runs["tunesmith"][0]["steps"][1:])
     body = [[tool, f"{row['tokens_per_s']:.1f}", f"{row['peak']:.0f}", f"{row['baseline']:.0f}",
              f"{row['peak'] - row['baseline']:.0f}", f"{row['loss']:.4f}"] for tool, row in rows.items()]
     body.append(["**tunesmith / TRL**", f"**{ts['tokens_per_s'] / trl['tokens_per_s']:.2f}x**",
@@ -322,12 +339,14 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         "",
         f"- Model: {cfg['model_label']}; torch threads {runs['tunesmith'][0]['threads']}; "
         f"{cpu_description()}; {versions()}.",
-        f"- Both: LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout 0 on all linear layers, AdamW "
+        f"- Both: {trained}, AdamW "
         f"lr {cfg['lr']} constant, no warmup, grad-norm clip 1.0, float32, seed {cfg['seed']}, "
         f"{cfg['steps']} steps of {cfg['batch_size']} examples (the same examples in the same order), "
         f"max length {cfg['max_length']}, loss on assistant tokens, every step one padding-free row with "
         "restarting position ids, no gradient checkpointing, no evaluation or saving while timed.",
-        f"- tokens/s: non-padding tokens counted at the decoder's input over steps 2..{cfg['steps']} "
+        f"- tokens/s: the steps' example tokens over steps 2..{cfg['steps']} (TRL: counted at the decoder's "
+        f"input; tunesmith: its own count, {computed} of them computed at the decoder, a shared "
+        "prefix held once per row) "
         f"({ts['tokens']} tokens for tunesmith, {trl['tokens']} for TRL) divided by the summed step "
         f"times (tunesmith {ts['seconds']} s, TRL {trl['seconds']} s); the trainers run in two "
         "processes that take turns step by step. Per-step time ratio TRL/tunesmith on the same "
@@ -343,7 +362,8 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         f"{evaluation['losses']['base']:.4f}.",
         f"- Train loss at step 1 / step {cfg['steps']}: tunesmith {ts['first_loss']:.4f} / "
         f"{ts['last_loss']:.4f}, TRL {trl['first_loss']:.4f} / {trl['last_loss']:.4f}.",
-        f"- Checks: same token ids in both: {trl_run['same_input_ids']}; identical LoRA initialisation: "
+        f"- Checks: same token ids in both: {trl_run['same_input_ids']}; identical "
+        f"{'starting weights' if full else 'LoRA initialisation'}: "
         f"{same_init}; examples whose trained-token masks differ: {len(mask_diff)}"
         + (f" ({sum(n for _, n in mask_diff)} tokens in assistant turns marked \"weight\": 0, which "
            "tunesmith leaves untrained and TRL trains on)." if mask_diff else "."),
@@ -370,6 +390,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="fresh pairs of trainer processes; who goes first alternates")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapter", choices=["lora", "full"], default="lora",
+                        help="LoRA r16 on all linear layers (default), or full fine-tuning in both tools")
     parser.add_argument("--data", default="support",
                         help="a data set in tunesmith/assets/data (support: long chats; routing: ~60-token "
                              "examples) or a folder with train.jsonl and validation.jsonl")
@@ -393,7 +415,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tunesmith-bench-"))
     cfg = {"location": model["location"], "gguf_file": model["gguf_file"], "base_model": model["base_model"],
            "model_label": model["label"], "steps": args.steps, "batch_size": args.batch_size,
-           "max_length": args.max_length, "seed": args.seed, "rank": 16, "alpha": 32, "lr": 2e-4,
+           "max_length": args.max_length, "seed": args.seed, "adapter": args.adapter,
+           "rank": 16, "alpha": 32, "lr": 2e-4,
            "workdir": str(workdir), "plan": str(workdir / "plan.json"),
            "data": str(DATA_ROOT / args.data if (DATA_ROOT / args.data).is_dir()
                        else Path(args.data).resolve())}
