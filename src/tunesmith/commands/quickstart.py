@@ -171,9 +171,8 @@ def _check(recipe: Any, console: Any) -> bool:
                   f"{_count(len(errors), 'error')}, {_count(len(warnings), 'warning')}", highlight=False,
                   soft_wrap=True)
     if replay_file and report.replay is not None:
-        console.print(f"  + {report.replay.valid_examples} everyday chats replayed in training "
-                      f"({_shown(replay_file)}): the base model's own replies, so it keeps them",
-                      highlight=False, soft_wrap=True)
+        console.print(f"  + {report.replay.valid_examples} everyday chats in training, the base model's "
+                      "own replies (data.replay)", highlight=False, soft_wrap=True)
     for finding in warnings:
         console.print(f"  [yellow]warning[/] {_finding(finding)}", highlight=False, soft_wrap=True)
     for finding in errors[:5]:
