@@ -150,29 +150,32 @@ def check_dataset(
         "batch_size": batch, "micro_batch_tokens": budget, "overlong": overlong,
         "loss_on": data.loss_on, "format": str(fmt), "chat_template": data.chat_template,
     }
+    packing = (resolved, batch, budget, model)
     if data.validation is not None:
         val = Scan(data.validation, replace(settings, is_validation=True), renderer,
                    progress).run(fmt)
         val.log.extend(_leakage(train, val))
-        report.validation = val.report(resolved, batch, budget, model)
-        report.findings += report.validation.findings
-        report.finding_counts = dict(Counter(report.finding_counts) + val.log.counts)
-        if report.format and val.format and str(val.format) != report.format:
-            report.findings.append(error(
-                "validation_format", f"validation data is {val.format}, training data is "
-                f"{report.format}", data.validation, "use the same shape in both files"))
-            report.finding_counts["validation_format"] = 1
+        report.validation = _join(report, val, "validation", data.validation, packing,
+                                  "use the same shape in both files")
     if data.replay is not None:
         replay = Scan(data.replay, replace(settings, is_replay=True), renderer, progress).run(fmt)
-        report.replay = replay.report(resolved, batch, budget, model)
-        report.findings += report.replay.findings
-        report.finding_counts = dict(Counter(report.finding_counts) + replay.log.counts)
-        if report.format and replay.format and str(replay.format) != report.format:
-            report.findings.append(error(
-                "replay_format", f"replay data is {replay.format}, training data is {report.format}",
-                data.replay, "give replay examples in the training data's format"))
-            report.finding_counts["replay_format"] = 1
+        report.replay = _join(report, replay, "replay", data.replay, packing,
+                              "give replay examples in the training data's format")
     return report
+
+
+def _join(report: CheckReport, scan: Scan, role: str, path: str, packing: tuple[Any, ...],
+          fix: str) -> CheckReport:
+    """A second file's report (validation, replay): its findings join the training report's,
+    and a shape other than the training data's is an error."""
+    part = scan.report(*packing)
+    report.findings += part.findings
+    report.finding_counts = dict(Counter(report.finding_counts) + scan.log.counts)
+    if report.format and scan.format and str(scan.format) != report.format:
+        report.findings.append(error(f"{role}_format", f"{role} data is {scan.format}, training data is "
+                                     f"{report.format}", path, fix))
+        report.finding_counts[f"{role}_format"] = 1
+    return part
 
 
 def _data_section(data: DataConfig | str | Path, **keys: Any) -> DataConfig:
