@@ -479,3 +479,13 @@ def write_results(output: Path, text: str, data: dict[str, Any]) -> None:
     output.write_text(text)
     output.with_suffix(".json").write_text(json.dumps(data, indent=1))
     print(f"written: {output}")
+
+
+def add_worker_arguments(parser: Any, workers: list[str]) -> None:
+    """The hidden arguments the driver starts each worker process with (one per tool)."""
+    import argparse
+
+    parser.add_argument("--worker", choices=workers, help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--sync", help=argparse.SUPPRESS)

@@ -34,6 +34,7 @@ from _common import (
     TrlSteps,
     TunesmithSteps,
     Worker,
+    add_worker_arguments,
     alternate,
     cpu_description,
     load_tokenizer,
@@ -249,10 +250,7 @@ def main() -> None:
                         help="TRL padded batches instead of padding_free")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None)
-    parser.add_argument("--worker", choices=["tunesmith", "trl", "eval"], help=argparse.SUPPRESS)
-    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--sync", help=argparse.SUPPRESS)
+    add_worker_arguments(parser, ["tunesmith", "trl", "eval"])
     args = parser.parse_args()
     if args.worker:
         worker_main(args.worker, args.config, args.result, args.sync)

@@ -35,6 +35,7 @@ from _common import (
     Baton,
     TrlSteps,
     TunesmithSteps,
+    add_worker_arguments,
     alternate,
     cpu_description,
     load_average,
@@ -259,10 +260,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, adapters, logs)")
-    parser.add_argument("--worker", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--sync", help=argparse.SUPPRESS)
+    add_worker_arguments(parser, ["tunesmith", "trl"])
     args = parser.parse_args()
     if args.worker:
         worker_main(args.worker, args.config, args.result, args.sync)

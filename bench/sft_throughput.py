@@ -33,6 +33,7 @@ from _common import (
     TrlSteps,
     TunesmithSteps,
     Worker,
+    add_worker_arguments,
     alternate,
     cpu_description,
     load_model,
@@ -398,10 +399,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None,
                         help="results markdown (default bench/results/sft_throughput-DATE.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, adapters, logs)")
-    parser.add_argument("--worker", choices=["tunesmith", "trl", "eval"], help=argparse.SUPPRESS)
-    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--sync", help=argparse.SUPPRESS)
+    add_worker_arguments(parser, ["tunesmith", "trl", "eval"])
     args = parser.parse_args()
     if args.worker:
         worker_main(args.worker, args.config, args.result, args.sync)
