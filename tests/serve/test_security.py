@@ -155,6 +155,7 @@ def test_python_graders_are_refused_from_the_api(http: httpx.Client, file_id: st
     ({"evaluation": {"forgetting": "/etc/passwd"}}, "tunesmith.set.evaluation.forgetting"),
     ({"data": {"train": "/etc/passwd"}}, "tunesmith.set.data.train"),
     ({"data.validation": "/etc/passwd"}, "tunesmith.set.data.validation"),
+    ({"data": {"replay": "/etc/passwd"}}, "tunesmith.set.data.replay"),
     ({"output": {"dir": "/tmp"}}, "tunesmith.set.output"),
     ({"base_model": "/srv/models/x"}, "tunesmith.set.base_model"),
     ({"trust_remote_code": True}, "tunesmith.set.trust_remote_code"),
