@@ -81,6 +81,9 @@ class PackedBatch:
     labels: torch.Tensor
     num_examples: int
     shared_prefix: int = 0
+    distill: torch.Tensor | None = None
+    """Aligned with `labels`: True where the target is the base model's next-token
+    distribution instead of the label (examples with `distill` set); None when none is."""
 
     @property
     def num_tokens(self) -> int:
@@ -93,23 +96,44 @@ class PackedBatch:
 
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device),
-                           self.labels.to(device), self.num_examples, self.shared_prefix)
+                           self.labels.to(device), self.num_examples, self.shared_prefix,
+                           self.distill.to(device) if self.distill is not None else None)
+
+    def _spans(self) -> list[tuple[int, int]]:
+        """[start, end) of each example after the shared prefix (of each segment, where
+        positions restart inside an example: segments attend only to themselves too)."""
+        starts = (self.position_ids[0] == self.shared_prefix).nonzero().flatten().tolist()
+        return list(zip(starts, [*starts[1:], self.position_ids.shape[1]], strict=True))
+
+    def _cut(self, spans: list[tuple[int, int]], repeat_prefix: bool, examples: int) -> PackedBatch:
+        import torch
+
+        prefix = self.shared_prefix
+
+        def take(row: torch.Tensor) -> torch.Tensor:
+            if repeat_prefix:  # the prefix in front of every example
+                parts = [part for a, b in spans for part in (row[:, :prefix], row[:, a:b])]
+            else:  # the prefix once, then the examples
+                parts = [row[:, :prefix]] + [row[:, a:b] for a, b in spans]
+            return torch.cat(parts, dim=1)
+
+        distill = take(self.distill) if self.distill is not None else None
+        return PackedBatch(take(self.input_ids), take(self.position_ids), take(self.labels), examples,
+                           0 if repeat_prefix else prefix, distill)
 
     def unshared(self) -> PackedBatch:
         """The same examples with the prefix repeated in each: the plain packed row."""
         if not self.shared_prefix:
             return self
-        import torch
+        return self._cut(self._spans(), True, self.num_examples)
 
-        prefix = self.shared_prefix
-        starts = (self.position_ids[0] == prefix).nonzero().flatten().tolist()
-        spans = list(zip(starts, [*starts[1:], self.position_ids.shape[1]], strict=True))
-
-        def repeat(row: torch.Tensor) -> torch.Tensor:
-            return torch.cat([part for a, b in spans for part in (row[:, :prefix], row[:, a:b])], dim=1)
-
-        return PackedBatch(repeat(self.input_ids), repeat(self.position_ids), repeat(self.labels),
-                           self.num_examples)
+    def distilled_only(self) -> PackedBatch:
+        """The row cut to its examples with distilled targets (and the shared prefix they see).
+        Examples in a packed row attend only to themselves and the prefix, so the base model's
+        distributions at those targets are the same in this shorter row, in the same order."""
+        assert self.distill is not None
+        spans = [(a, b) for a, b in self._spans() if bool(self.distill[0, a:b].any())]
+        return self._cut(spans, False, len(spans))
 
 
 def common_prefix(examples: Sequence[RenderedExample]) -> int:
@@ -139,17 +163,20 @@ def collate_packed(examples: Sequence[RenderedExample], share_prefix: bool = Fal
     ids: list[int] = list(examples[0].input_ids[:prefix]) if prefix else []
     positions: list[int] = list(range(prefix))
     labels: list[int] = [IGNORE_INDEX] * prefix
+    distill: list[bool] = [False] * prefix
     for example in examples:
         ids += example.input_ids[prefix:]
         positions += example.positions()[prefix:]
         labels += [t if m else IGNORE_INDEX
                    for t, m in zip(example.input_ids[prefix:], example.loss_mask[prefix:], strict=True)]
+        distill += [bool(m) and example.distill for m in example.loss_mask[prefix:]]
     return PackedBatch(
         torch.tensor([ids], dtype=torch.long),
         torch.tensor([positions], dtype=torch.long),
         torch.tensor([labels], dtype=torch.long),
         len(examples),
         prefix,
+        torch.tensor([distill], dtype=torch.bool) if any(e.distill for e in examples) else None,
     )
 
 

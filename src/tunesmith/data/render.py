@@ -68,6 +68,9 @@ class RenderedExample:
     there when packed, as at the start of an example."""
     per_turn: bool = False
     """Rendered turn by turn, as inference renders each turn (see `Renderer.render_chat`)."""
+    distill: bool = False
+    """Trained towards the base model's own next-token distribution on its trained tokens
+    rather than towards the tokens themselves (data.replay: keep what the model knew)."""
 
     def __len__(self) -> int:
         return len(self.input_ids)

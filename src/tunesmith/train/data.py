@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -106,7 +106,8 @@ def prepare_data(recipe: Recipe, tokenizer: Any, max_length: int,
             raise DataError(f"data.replay holds {prepared.format} examples but the training data is "
                             f"{task_format}", where=recipe.data.replay,
                             fix="give replay examples in the training data's format")
-        train += replay
+        # Trained towards the base model's own distribution, not its sampled words (objectives/sft.py).
+        train += [replace(e, distill=True) for e in replay]
         prepared.replay = len(replay)
     prepared.train, prepared.validation = train, validation
     return prepared

@@ -29,17 +29,30 @@ from typing import Any
 
 import torch
 
-from tunesmith.data.pack import IGNORE_INDEX
+from tunesmith.data.pack import IGNORE_INDEX, PackedBatch
 from tunesmith.model.adapters import causal_lm
 
 
 @dataclass(slots=True)
 class TokenLoss:
-    """Summed (not averaged) so accumulation can normalise over all tokens of a step."""
+    """Summed (not averaged) so accumulation can normalise over all tokens of a step.
+    `loss_sum` is the cross-entropy of the label targets and `kl_sum` the KL divergence of the
+    distilled ones (see `token_loss`), `tokens` and `distilled` their counts."""
 
     loss_sum: torch.Tensor
     correct: torch.Tensor
     tokens: int
+    kl_sum: torch.Tensor | None = None
+    distilled: int = 0
+
+
+@dataclass(slots=True)
+class Teacher:
+    """The reference model's side of distilled targets: its final hidden states at those
+    targets' positions, in the row's order, and its output head."""
+
+    hidden: torch.Tensor
+    head: torch.nn.Module
 
 
 TILE_LOGITS = 1 << 23
@@ -51,22 +64,30 @@ class _LinearCrossEntropy(torch.autograd.Function):
     argmax hits, a chunk of tokens at a time. Gradients are computed during the forward pass
     (the loss is a scalar, so backward only scales them by the incoming gradient).
 
+    With a `teacher` (hidden states, head weight and bias; no gradient) the targets are the
+    teacher's softmax instead of token ids: the loss is KL(teacher || student) summed over
+    tokens, its gradient softmax minus the teacher's probabilities, and no hit is counted.
+
     `compute` (under autocast: its dtype) is the dtype of the two matrix products; softmax, the
     loss and the head's weight gradient are accumulated in fp32 and every gradient is returned in
     its input's dtype (an fp32 master weight gets an fp32 gradient)."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                targets: torch.Tensor, softcap: float | None, chunk_tokens: int,
-                with_grads: bool, compute: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                targets: torch.Tensor | None, softcap: float | None, chunk_tokens: int,
+                with_grads: bool, compute: torch.dtype | None = None,
+                teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(hidden.device.type, enabled=False):  # the casts below are explicit
             return _LinearCrossEntropy._forward(ctx, hidden, weight, bias, targets, softcap, chunk_tokens,
-                                                with_grads, compute)
+                                                with_grads, compute, teacher)
 
     @staticmethod
     def _forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 targets: torch.Tensor, softcap: float | None, chunk_tokens: int,
-                 with_grads: bool, compute: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+                 targets: torch.Tensor | None, softcap: float | None, chunk_tokens: int,
+                 with_grads: bool, compute: torch.dtype | None,
+                 teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         master_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
         if compute is not None and compute != weight.dtype:
             weight = weight.to(compute)
@@ -77,7 +98,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_hidden = with_grads and ctx.needs_input_grad[0]
         need_weight = with_grads and ctx.needs_input_grad[1]
         need_bias = with_grads and bias is not None and ctx.needs_input_grad[2]
-        count = targets.numel()
+        count = hidden.shape[0]
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         grad_hidden = torch.empty_like(hidden_in) if need_hidden else None
@@ -87,9 +108,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         buffer = hidden.new_empty((min(chunk_tokens, count), weight.shape[0])) if count else None
         for start in range(0, count, chunk_tokens):
             part = hidden[start : start + chunk_tokens]
-            labels = targets[start : start + chunk_tokens]
-            rows = torch.arange(labels.numel(), device=labels.device)
-            out = buffer[: labels.numel()]
+            out = buffer[: part.shape[0]]
             if bias is None:
                 torch.mm(part, weight.t(), out=out)
             else:
@@ -99,16 +118,28 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if softcap:
                 tanh = logits.div_(softcap).tanh_()
                 logits = tanh * softcap
-            correct += (logits.argmax(dim=-1) == labels).sum()
-            target_logits = logits[rows, labels]
+            if teacher is None:
+                assert targets is not None
+                labels = targets[start : start + chunk_tokens]
+                rows = torch.arange(labels.numel(), device=labels.device)
+                correct += (logits.argmax(dim=-1) == labels).sum()
+                target_sum = logits[rows, labels].sum()  # sum over tokens of the target's logit
+            else:
+                wanted = _teacher_log_probs(teacher, start, chunk_tokens, softcap)
+                wanted_probs = wanted.exp()
+                # KL = sum p_t (log p_t - log p_s), log p_s = logit - logsumexp, sum p_t = 1
+                target_sum = (wanted_probs * logits).sum() - (wanted_probs * wanted).sum()
             top = logits.amax(dim=-1, keepdim=True)
             probs = logits.sub_(top).exp_()  # in place: the buffer now holds exp(logit - max)
             total = probs.sum(dim=-1, keepdim=True)
-            loss_sum += (top.squeeze(-1) + total.log().squeeze(-1) - target_logits).sum()
+            loss_sum += (top.squeeze(-1) + total.log().squeeze(-1)).sum() - target_sum
             if not (need_hidden or need_weight or need_bias):
                 continue
             grad = probs.div_(total)  # softmax
-            grad[rows, labels] -= 1  # d(loss) / d(logits)
+            if teacher is None:
+                grad[rows, labels] -= 1  # d(loss) / d(logits)
+            else:
+                grad -= wanted_probs
             if tanh is not None:
                 grad.mul_(tanh.square_().neg_().add_(1))
             grad = grad.to(weight.dtype)
@@ -133,7 +164,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_correct: Any) -> tuple[Any, ...]:
         grads = [None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads]
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
+
+
+def _teacher_log_probs(teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], start: int,
+                       chunk_tokens: int, softcap: float | None) -> torch.Tensor:
+    """The teacher's log-softmax, in fp32, for one chunk of distilled tokens."""
+    hidden, weight, bias = teacher
+    part = hidden[start : start + chunk_tokens].to(weight.dtype)
+    logits = (part @ weight.t() if bias is None else torch.addmm(bias, part, weight.t())).float()
+    if softcap:
+        logits = logits.div_(softcap).tanh_().mul_(softcap)
+    return torch.log_softmax(logits, dim=-1)
 
 
 _model_sdpa: Any = None
@@ -248,31 +290,60 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids:
     return out.last_hidden_state
 
 
+def _targeted(hidden: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None,
+              shared_prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hidden states that predict each set label, and where the labels are set (on
+    `labels[:, 1:]`), in row order."""
+    keep = labels[:, 1:] != IGNORE_INDEX
+    if shared_prefix:
+        assert position_ids is not None  # a shared-prefix row always has them
+        source = torch.arange(-1, labels.shape[1] - 1, device=labels.device)
+        source[position_ids[0] == shared_prefix] = shared_prefix - 1
+        return hidden[0, source[1:][keep[0]]], keep
+    return hidden[:, :-1][keep], keep
+
+
 def token_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
                position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-               chunk_tokens: int = 1024, shared_prefix: int = 0) -> TokenLoss:
+               chunk_tokens: int = 1024, shared_prefix: int = 0, distill: torch.Tensor | None = None,
+               teacher: Teacher | None = None) -> TokenLoss:
     """Summed cross-entropy and correct-token count over positions whose label is set.
 
     `labels` are aligned with `input_ids` (label t is predicted from position t-1; in a row with
-    a shared prefix of P tokens, an example's first token after it from position P-1).
+    a shared prefix of P tokens, an example's first token after it from position P-1). Where
+    `distill` (aligned with `labels`) is set, the target is the `teacher`'s distribution instead
+    of the label, and the loss there is KL(teacher || model) (`kl_sum`).
     """
     hidden = hidden_states(model, input_ids, position_ids, attention_mask, shared_prefix)
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
-    if shared_prefix:
-        assert position_ids is not None  # a shared-prefix row always has them
-        source = torch.arange(-1, input_ids.shape[1] - 1, device=input_ids.device)
-        source[position_ids[0] == shared_prefix] = shared_prefix - 1
-        selected = hidden[0, source[1:][keep[0]]]
-    else:
-        selected = hidden[:, :-1][keep]
-    targets = targets[keep]
+    selected, keep = _targeted(hidden, labels, position_ids, shared_prefix)
+    targets = labels[:, 1:][keep]
     head = causal_lm(model).get_output_embeddings()
     softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
     tile = max(1, min(chunk_tokens, TILE_LOGITS // head.weight.shape[0]))
+    grads = torch.is_grad_enabled()
+    kl_sum, distilled = None, 0
+    if distill is not None:
+        soft = distill[:, 1:][keep]
+        distilled = int(soft.sum())
+        if teacher is None or teacher.hidden.shape[0] != distilled:
+            raise ValueError("distilled targets need the teacher's hidden state at each of them")
+        taught = (teacher.hidden, teacher.head.weight, teacher.head.bias)
+        kl_sum, _ = _LinearCrossEntropy.apply(selected[soft], head.weight, head.bias, None, softcap, tile,
+                                              grads, _autocast_dtype(selected), taught)
+        selected, targets = selected[~soft], targets[~soft]
     loss_sum, correct = _LinearCrossEntropy.apply(selected, head.weight, head.bias, targets, softcap, tile,
-                                                  torch.is_grad_enabled(), _autocast_dtype(selected))
-    return TokenLoss(loss_sum, correct, int(targets.numel()))
+                                                  grads, _autocast_dtype(selected))
+    return TokenLoss(loss_sum, correct, int(targets.numel()), kl_sum, distilled)
+
+
+def teacher_states(reference: torch.nn.Module, batch: PackedBatch) -> Teacher:
+    """The reference model's hidden states at a packed batch's distilled targets, from a forward
+    over only the examples that hold them (`PackedBatch.distilled_only`)."""
+    part = batch.distilled_only()
+    hidden = hidden_states(reference, part.input_ids, part.position_ids, shared_prefix=part.shared_prefix)
+    selected, keep = _targeted(hidden, part.labels, part.position_ids, part.shared_prefix)
+    assert part.distill is not None
+    return Teacher(selected[part.distill[:, 1:][keep]], causal_lm(reference).get_output_embeddings())
 
 
 @torch.no_grad()

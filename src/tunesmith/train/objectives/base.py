@@ -55,7 +55,13 @@ def render_supervised(renderer: Renderer, record: Record, max_length: int,
 
 
 def summarise_tokens(totals: dict[str, float]) -> dict[str, float]:
+    """Loss, accuracy and perplexity of the label targets; the replayed (distilled) tokens'
+    mean KL apart as `replay_kl`, since it is not a loss on the task. `tokens` counts both."""
     tokens = max(totals.get("tokens", 0.0), 1.0)
     loss = totals.get("loss", 0.0) / tokens
-    return {"loss": loss, "token_accuracy": totals.get("correct", 0.0) / tokens,
-            "perplexity": math.exp(min(loss, 50.0)), "tokens": totals.get("tokens", 0.0)}
+    summary = {"loss": loss, "token_accuracy": totals.get("correct", 0.0) / tokens,
+               "perplexity": math.exp(min(loss, 50.0)),
+               "tokens": totals.get("tokens", 0.0) + totals.get("replay_tokens", 0.0)}
+    if totals.get("replay_tokens"):
+        summary["replay_kl"] = totals.get("replay_kl", 0.0) / totals["replay_tokens"]
+    return summary
