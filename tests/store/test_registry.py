@@ -10,6 +10,7 @@ import pytest
 from tests.store.conftest import chat, write_jsonl
 from tunesmith.store import Registry
 from tunesmith.store.errors import RegistryError
+from tunesmith.store.registry import slug
 
 
 def test_files_are_content_addressed(registry: Registry, tmp_path: Path) -> None:
@@ -82,6 +83,11 @@ def test_models_names_aliases_and_soft_delete(registry: Registry) -> None:
     child = registry.add_model(base_model="org/Base-1B", kind="lora", path="/c", recipe={},
                                suffix="support-bot", parent_id=parent.id)
     assert parent.name == f"ft:base-1b:support-bot:{parent.id}"
+    long = registry.add_model(base_model="org/Base-1B", kind="lora", path="/l", recipe={},
+                              suffix="20261201-193759-smollm2-135m-instruct-sft")
+    assert long.name == f"ft:base-1b:20261201-193759-smollm2-135m-instruct:{long.id}"  # cut at a word
+    assert slug("x" * 60, 40) == "x" * 40  # one long word: cut where it must be
+    registry.delete_model(long.id)
     registry.set_alias("support-bot@production", parent.id)
     assert registry.model("support-bot@production").id == parent.id
     registry.set_alias("support-bot@production", child.name)

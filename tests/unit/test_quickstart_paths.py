@@ -69,3 +69,31 @@ def test_a_long_path_elsewhere_gets_a_line_of_its_own_never_broken(tmp_path: Pat
     assert Path(argv[2]).resolve() == run_dir.resolve()
     wide = _section(run_dir, width=200)  # a wide terminal keeps label and value on one line
     assert wide[0].startswith("run directory") and str(run_dir) in wide[0]
+
+
+def test_the_training_start_lines_fit_and_say_where_the_validation_comes_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunesmith.commands.progress import ConsoleProgress
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "validation.jsonl").write_text("{}\n")
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=False, color_system=None)
+    reason = ("bf16 1.32 GFLOP/s vs fp32 93.5 GFLOP/s on this CPU (matmul fp32 2048x1024x1024, bf16 "
+              "256x256x256): bf16 is not at least 1.25x faster")
+    ConsoleProgress(console).report({
+        "type": "start", "step": 0, "total_steps": 42, "run_dir": str(tmp_path / "runs" / RUN),
+        "trainable_parameters": 4884480,
+        "auto": {"micro_batch_tokens": 4096, "dtype": "float32", "dtype_reason": reason},
+        "data": {"format": "chat", "train_examples": 168, "replay_examples": 48, "validation_examples": 30,
+                 "validation_source": str(tmp_path / "data" / "validation.jsonl")}})
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    assert str(tmp_path) not in out.getvalue()
+    assert lines[0] == "training 120 + 48 replayed examples (chat), 4,884,480 trainable parameters"
+    assert lines[1] == "  validation: data/validation.jsonl (30)"
+    assert lines[2] == "  auto: micro_batch_tokens=4096, dtype=float32"
+    why = [line for line in lines if line.startswith("    ")]
+    assert " ".join(line.strip() for line in why) == f"why float32: {reason}"
+    assert lines[-1] == f"  run: runs/{RUN}"

@@ -4,10 +4,13 @@ ETA, and a line per evaluation. Off a terminal it prints plain lines instead."""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tunesmith.commands.console import print_indented, shown_path
 
 
 class ConsoleProgress:
@@ -39,16 +42,22 @@ class ConsoleProgress:
         data = record["data"]
         replay = data.get("replay_examples") or 0
         count = f"{data['train_examples'] - replay} + {replay} replayed" if replay else data["train_examples"]
-        self.console.print(
-            f"[bold]training[/] {count} examples ({data['format']}), validation: "
-            f"{data['validation_source']}; {record['trainable_parameters']:,} trainable parameters",
-            highlight=False)
-        if record.get("auto"):
-            chosen = ", ".join(f"{k}={v}" for k, v in record["auto"].items() if not isinstance(v, dict))
+        source = data["validation_source"]
+        if Path(source).is_file():  # a file, not "12 examples split from the training data"
+            source = f"{shown_path(source)} ({data['validation_examples']})"
+        self.console.print(f"[bold]training[/] {count} examples ({data['format']}), "
+                           f"{record['trainable_parameters']:,} trainable parameters", highlight=False)
+        self.console.print(f"  validation: {source}", highlight=False)
+        auto = record.get("auto") or {}
+        chosen = ", ".join(f"{k}={v}" for k, v in auto.items()
+                           if not isinstance(v, dict) and k != "dtype_reason")
+        if chosen:
             self.console.print(f"  auto: {chosen}", highlight=False)
+        if auto.get("dtype_reason"):
+            print_indented(self.console, f"why {auto.get('dtype', 'this dtype')}: {auto['dtype_reason']}")
         if record["step"]:
             self.console.print(f"  resuming at step {record['step']}", highlight=False)
-        self.console.print(f"  run: {record['run_dir']}", highlight=False)
+        self.console.print(f"  run: {shown_path(record['run_dir'])}", highlight=False)
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),

@@ -10,11 +10,12 @@ one held-out ticket answered by each, prints the verdict and says where everythi
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import time
 from pathlib import Path
 from typing import Any
+
+from tunesmith.commands.console import shown_path
 
 REAL_MODEL = "smollm2-135m-instruct"
 RECIPES = {"real": "quickstart-smollm2.yaml", "tiny": "quickstart.yaml"}
@@ -91,9 +92,10 @@ def where_everything_is(console: Any, run_dir: Path, final_dir: Path, model_name
     terminal: paths relative to the working folder (or ~) and a value that would not fit beside
     its label on a line of its own. A line is never broken inside: a path or a command copied
     from the terminal is whole, and the commands are quoted for the shell."""
-    rows = [("run directory", _shown(run_dir)), ("adapter (PEFT)", _shown(final_dir)),
-            ("metrics", _shown(run_dir / "metrics.jsonl")), ("recipe", _shown(run_dir / "recipe.yaml")),
-            ("report", _shown(run_dir / "report.html")),
+    rows = [("run directory", shown_path(run_dir)), ("adapter (PEFT)", shown_path(final_dir)),
+            ("metrics", shown_path(run_dir / "metrics.jsonl")),
+            ("recipe", shown_path(run_dir / "recipe.yaml")),
+            ("report", shown_path(run_dir / "report.html")),
             ("open the report", f"tunesmith report {_argument(run_dir)} --open"),
             ("model name", model_name or "not registered"), ("all models", "tunesmith models list"),
             ("try it", f"tunesmith chat {_argument(run_dir)}"), ("wall time", wall_time)]
@@ -142,7 +144,8 @@ def _ensure_pulled(console: Any) -> None:
 
     if is_registered_base(REAL_MODEL):
         row = registered_base(REAL_MODEL)
-        console.print(f"{REAL_MODEL}: registered at {row.location if row else '?'}", highlight=False)
+        console.print(f"{REAL_MODEL}: registered at {shown_path(row.location) if row else '?'}",
+                      highlight=False)
         return
     from tunesmith.errors import ModelError
 
@@ -166,7 +169,7 @@ def _check(recipe: Any, console: Any) -> bool:
     errors = [f for f in report.findings if f.severity == "error"]
     warnings = [f for f in report.findings if f.severity == "warning"]
     held_out = report.validation.valid_examples if report.validation is not None else 0
-    console.print(f"{_shown(train_file)} + {validation_file.name}", highlight=False, soft_wrap=True)
+    console.print(f"{shown_path(train_file)} + {validation_file.name}", highlight=False, soft_wrap=True)
     console.print(f"  {report.format}: {report.valid_examples} training and {held_out} held-out examples, "
                   f"{_count(len(errors), 'error')}, {_count(len(warnings), 'warning')}", highlight=False,
                   soft_wrap=True)
@@ -180,24 +183,10 @@ def _check(recipe: Any, console: Any) -> bool:
     return not errors
 
 
-def _shown(path: Path) -> str:
-    """A path relative to the working folder where it is inside it, else under ~ where it is
-    in the home folder, else absolute."""
-    absolute = Path(os.path.abspath(path))
-    try:
-        return str(absolute.relative_to(Path.cwd()))
-    except ValueError:
-        pass
-    try:
-        return str(Path("~") / absolute.relative_to(Path.home()))
-    except (ValueError, RuntimeError):  # RuntimeError: no home folder can be found
-        return str(absolute)
-
-
 def _argument(path: Path) -> str:
-    """`_shown(path)` as one shell word: quoted where it needs it, a leading ~ left outside the
+    """`shown_path(path)` as one shell word: quoted where it needs it, a leading ~ left outside the
     quotes so the shell still expands it."""
-    shown = _shown(path)
+    shown = shown_path(path)
     if shown.startswith("~/"):
         return "~/" + shlex.quote(shown[2:])
     return shlex.quote(shown if not shown.startswith("-") else f"./{shown}")
@@ -207,7 +196,7 @@ def _finding(finding: Any) -> str:
     where = finding.where
     if where:
         file, sep, line = where.rpartition(":")
-        where = f"{_shown(Path(file))}:{line}" if sep and line.isdigit() else where
+        where = f"{shown_path(Path(file))}:{line}" if sep and line.isdigit() else where
     text = f"{where}: {finding.message}" if where else finding.message
     return f"{text} (fix: {finding.fix})" if finding.fix else text
 

@@ -52,7 +52,12 @@ def open_registry(url: str | None = None, home: Path | None = None) -> Registry:
 
 
 def slug(text: str, limit: int = 48) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower()[:limit] or "model"
+    """A name part of letters, digits and . _ -; a long one is cut at a word's end, not inside it."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower()
+    if len(text) > limit:
+        cut = text[: limit + 1]
+        text = cut[: cut.rfind("-")] if cut.rfind("-") > limit // 2 else text[:limit]
+    return text.strip("-") or "model"
 
 
 class Registry:
