@@ -24,7 +24,8 @@ def report() -> dict:
                     "verdict": "no clear difference"} for b in SYSTEMS[1:] for m in ["loss", *GRADERS]]
     out = {"examples": 30, "systems": SYSTEMS, "settings": {"confidence": 0.95}, "loss": loss,
            "scores": scores, "graded_items": 30, "ungraded_items": 0, "comparisons": comparisons,
-           "forgetting": {"data": "general_chat.jsonl", "change": {"value": 0.052}, "threshold": 0.1,
+           "forgetting": {"data": "/somewhere/long/assets/data/general_chat.jsonl",
+                          "change": {"value": 0.052, "low": -0.013, "high": 0.121}, "threshold": 0.1,
                           "regressed": False}}
     out["summary"] = summarise(out)
     return out
@@ -36,7 +37,10 @@ def test_the_verdict_tables_fit_80_columns_with_every_cell_whole() -> None:
     show(report(), Path("runs/r/report.json"), console)
     text = buffer.getvalue()
     lines = text.splitlines()
-    assert max(len(line) for line in lines if not line.startswith("verdict:")) <= 80
+    assert max(len(line) for line in lines) <= 80, text
+    at = lines.index("forgetting: loss on general_chat.jsonl +5.2% (threshold +10%) ok")
+    assert lines[at + 1] == "  interval -1.3% to +12.1%"
+    assert f"verdict: {report()['summary']['status']}   report: runs/r/report.html" in lines
     assert "…" not in text  # nothing cut short
     for name in GRADERS + SYSTEMS + ["held-out loss", "no clear difference"]:
         assert name in text  # never broken over two lines

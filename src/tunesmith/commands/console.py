@@ -35,8 +35,9 @@ def shown_path(path: Path | str) -> str:
         return str(absolute)
 
 
-def print_indented(out: Console, text: str, indent: str = "    ") -> None:
+def print_indented(out: Console, text: str, indent: str = "    ", first: str | None = None) -> None:
     """Plain text wrapped to the terminal with every line indented (rich would start its
-    continuation lines at the margin)."""
-    out.print(textwrap.fill(text, width=max(40, out.width), initial_indent=indent, subsequent_indent=indent,
-                            break_on_hyphens=False), highlight=False, markup=False, soft_wrap=True)
+    continuation lines at the margin); `first` leads the first line instead of `indent`."""
+    out.print(textwrap.fill(text, width=max(40, out.width), initial_indent=indent if first is None else first,
+                            subsequent_indent=indent, break_on_hyphens=False),
+              highlight=False, markup=False, soft_wrap=True)

@@ -123,6 +123,8 @@ def show(report: dict[str, Any], path: Path, console: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from tunesmith.commands.console import shown_path
+
     def cell(value: float | None, low: float | None = None, high: float | None = None) -> str:
         if value is None:
             return "-"
@@ -169,13 +171,16 @@ def show(report: dict[str, Any], path: Path, console: Any) -> None:
     forgetting = report.get("forgetting")
     if forgetting:
         colour = "red" if forgetting["regressed"] else "green"
-        console.print(f"forgetting: loss on {forgetting['data']} {forgetting['change']['value']:+.1%} "
+        change = forgetting["change"]
+        console.print(f"forgetting: loss on {Path(forgetting['data']).name} {change['value']:+.1%} "
                       f"(threshold +{forgetting['threshold']:.0%}) [{colour}]"
                       f"{'REGRESSED' if forgetting['regressed'] else 'ok'}[/]", highlight=False)
+        if "low" in change:
+            console.print(f"  interval {change['low']:+.1%} to {change['high']:+.1%}", highlight=False)
     for line in report["summary"].get("lines", []):
         if line.startswith("not proven") or "could not be graded" in line:
             console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
     status = report["summary"]["status"]
     colour = {"green": "green", "amber": "yellow", "red": "red"}.get(status, "white")
     console.print(f"verdict: [bold {colour}]{status.replace('_', ' ')}[/]   report: "
-                  f"{path.parent / 'report.html'}", highlight=False, soft_wrap=True)
+                  f"{shown_path(path.parent / 'report.html')}", highlight=False, soft_wrap=True)

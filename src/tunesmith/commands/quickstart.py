@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunesmith.commands.console import shown_path
+from tunesmith.commands.console import print_indented, shown_path
 
 REAL_MODEL = "smollm2-135m-instruct"
 RECIPES = {"real": "quickstart-smollm2.yaml", "tiny": "quickstart.yaml"}
@@ -243,8 +243,9 @@ def _show_example(report: dict[str, Any], console: Any) -> None:
     item = next((i for i in items if i.get("reply")), None)
     if item is None:
         return
-    console.print(f"\n[bold]held-out example[/]  {item['question']}", highlight=False)
+    console.print()
+    print_indented(console, item["question"], " " * 13, first="held-out:    ")
     for system, text in {"expected": item["reference"], **item["reply"]}.items():
         short = " ".join(text.split())
-        console.print(f"  [bold]{system:<10}[/] {short[:160]}{'…' if len(short) > 160 else ''}",
-                      highlight=False)
+        print_indented(console, f"{short[:160]}{'…' if len(short) > 160 else ''}", " " * 13,
+                       first=f"  {system:<10} ")
