@@ -5,12 +5,12 @@
 
 Tuning on routing slips alone teaches the model to answer everything with a slip, and its
 loss on everyday answers (the forgetting probe) rises. Mixing these chats into training
-(the recipe's data.replay) keeps its everyday behaviour where it was. The replies are the base
-model's own, drawn at temperature 1 (seeded): samples of what it would say, mistakes included,
-so replay teaches nothing new and pulls toward no particular style. Greedy replies were tried
-first: training on a model's single most likely replies makes it surer of them than it was,
-and its loss on plain general text rose by 16% against 4% with samples (README.md). None of these
-prompts is in the forgetting probe's reference set (tests/unit/test_routing_task.py checks).
+(the recipe's data.replay) keeps its everyday behaviour where it was: on their tokens the
+tuned model is trained towards the base model's own next-token distribution (KL, see
+train/objectives/sft.py), so the replies are only the contexts where that is measured. They
+are the base model's greedy replies, cut to whole sentences within 48 tokens: short, like the
+answers the probe reads, and cheap to train on. None of these prompts is in the forgetting
+probe's reference set (tests/unit/test_routing_task.py checks).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "tunesmith" / "assets" / "data" / "routing" / "replay.jsonl"
 MODEL = "smollm2-135m-instruct"
-MAX_NEW_TOKENS = 160
+MAX_NEW_TOKENS = 48
 SEED = 0
 EVERYDAY = [
     "What is the capital of Japan?", "How many hours are in a day?", "What do cows eat?",
@@ -67,7 +67,7 @@ def main() -> None:
 
     loaded = load_trained(MODEL)
     done = generate(loaded, [[{"role": "user", "content": p}] for p in EVERYDAY],
-                    Sampling(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, seed=SEED))
+                    Sampling(max_new_tokens=MAX_NEW_TOKENS))
     with args.out.open("w", encoding="utf-8") as out:
         for prompt, [reply] in zip(EVERYDAY, done, strict=True):
             answer = whole_sentences(reply.text, reply.finish_reason == "stop")
