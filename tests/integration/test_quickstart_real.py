@@ -1,6 +1,7 @@
 """The real quickstart: SmolLM2-135M-Instruct learns the routing slip, shows it on graded
-held-out replies against every baseline, and keeps its everyday answers (verdict green). Minutes on 2 CPU cores, so slow-marked; it runs where SmolLM2 is already
-pulled (in ~/.tunesmith, or the folder named by TUNESMITH_TEST_SMOLLM2), never downloading."""
+held-out replies against every baseline, and keeps its everyday answers (verdict green).
+Minutes on 2 CPU cores, so slow-marked; it runs where SmolLM2 is already pulled (in
+~/.tunesmith, or the folder named by TUNESMITH_TEST_SMOLLM2), never downloading."""
 
 from __future__ import annotations
 
