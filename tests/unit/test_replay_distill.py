@@ -135,3 +135,22 @@ def test_replay_costs_nothing_while_the_adapter_is_still_zero() -> None:
     assert metrics["loss"] > 0 and abs(float(loss) - metrics["loss"] - metrics["replay_kl"]) < 1e-4
     assert summary["tokens"] == metrics["tokens"] + metrics["replay_tokens"]
     assert summary["loss"] == metrics["loss"] / metrics["tokens"] and "replay_kl" in summary
+
+
+def test_replayed_and_task_examples_are_packed_apart_and_share_their_own_prefix() -> None:
+    from tunesmith.data.pack import pack_groups, plan_epoch
+
+    examples = mixed_examples(seed=7) + mixed_examples(seed=8)
+    groups = pack_groups(examples)
+    assert groups == [int(e.distill) for e in examples] and any(groups)
+    assert pack_groups(prompted_examples(4)) is None  # no replay: packed as before
+    lengths = [len(e) for e in examples]
+    plan = plan_epoch(lengths, batch_size=6, budget=4096, seed=0, epoch=0, groups=groups)
+    assert sorted(i for step in plan for micro in step for i in micro) == list(range(len(examples)))
+    assert plan == plan_epoch(lengths, batch_size=6, budget=4096, seed=0, epoch=0, groups=groups)
+    mixed = 0
+    for step in plan:
+        kinds = [{examples[i].distill for i in micro} for micro in step]
+        assert all(len(k) == 1 for k in kinds)  # never a replayed and a task example in one row
+        mixed += len(kinds) == 2
+    assert mixed  # a step with both kinds holds one row of each

@@ -35,8 +35,13 @@ def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
     return np.random.default_rng([seed, epoch]).permutation(count).tolist()
 
 
-def pack_indices(indices: Sequence[int], lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """First-fit-decreasing bin packing of examples into micro-batches of <= budget tokens."""
+def pack_indices(indices: Sequence[int], lengths: Sequence[int], budget: int,
+                 groups: Sequence[int] | None = None) -> list[list[int]]:
+    """First-fit-decreasing bin packing of examples into micro-batches of <= budget tokens;
+    with `groups` (a group number per example), only examples of one group share a micro-batch."""
+    if groups is not None:
+        return [micro for group in sorted({groups[i] for i in indices})
+                for micro in pack_indices([i for i in indices if groups[i] == group], lengths, budget)]
     bins: list[list[int]] = []
     room: list[int] = []
     for index in sorted(indices, key=lambda i: (-lengths[i], i)):
@@ -55,11 +60,21 @@ def pack_indices(indices: Sequence[int], lengths: Sequence[int], budget: int) ->
     return bins
 
 
-def plan_epoch(lengths: Sequence[int], batch_size: int, budget: int, seed: int, epoch: int) -> list[Step]:
-    """Every optimizer step of one epoch, as micro-batches of example indices."""
+def plan_epoch(lengths: Sequence[int], batch_size: int, budget: int, seed: int, epoch: int,
+               groups: Sequence[int] | None = None) -> list[Step]:
+    """Every optimizer step of one epoch, as micro-batches of example indices (see `groups`
+    in `pack_indices`)."""
     order = epoch_order(len(lengths), seed, epoch)
-    return [pack_indices(order[i : i + batch_size], lengths, budget)
+    return [pack_indices(order[i : i + batch_size], lengths, budget, groups)
             for i in range(0, len(order), batch_size)]
+
+
+def pack_groups(examples: Sequence[object]) -> list[int] | None:
+    """Replayed (distilled) examples are packed apart from the task's: they do not share its
+    system prompt, so a row of one kind can hold its common prefix once (`collate_packed`), and
+    the base model's pass for distilled targets covers whole rows. None where there is no replay."""
+    flags = [int(getattr(e, "distill", False)) for e in examples]
+    return flags if any(flags) else None
 
 
 SHARED_PREFIX_MIN = 8

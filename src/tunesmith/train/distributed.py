@@ -237,23 +237,26 @@ def deal(indices: Sequence[int], lengths: Sequence[int], world: int) -> list[lis
     return shares
 
 
-def shard_examples(ctx: Distributed, indices: Sequence[int], lengths: Sequence[int], budget: int) -> Share:
-    """This rank's packed micro-batches of `indices`, padded with fillers to the largest count
-    any rank has. A single process packs exactly as before."""
+def shard_examples(ctx: Distributed, indices: Sequence[int], lengths: Sequence[int], budget: int,
+                   groups: Sequence[int] | None = None) -> Share:
+    """This rank's packed micro-batches of `indices` (`groups` as in pack_indices), padded with
+    fillers to the largest count any rank has. A single process packs exactly as before."""
     if not ctx.enabled:
-        return [(micro, True) for micro in pack_indices(indices, lengths, budget)]
-    packed = [pack_indices(share, lengths, budget) for share in deal(indices, lengths, ctx.world_size)]
+        return [(micro, True) for micro in pack_indices(indices, lengths, budget, groups)]
+    shares = deal(indices, lengths, ctx.world_size)
+    packed = [pack_indices(share, lengths, budget, groups) for share in shares]
     mine: Share = [(micro, True) for micro in packed[ctx.rank]]
     filler = [min(indices, key=lambda i: (lengths[i], i))]  # the shortest example: the cheapest pass
     mine += [(filler, False)] * (max(len(p) for p in packed) - len(mine))
     return mine
 
 
-def shard_step(ctx: Distributed, step: Step, lengths: Sequence[int], budget: int) -> Share:
+def shard_step(ctx: Distributed, step: Step, lengths: Sequence[int], budget: int,
+               groups: Sequence[int] | None = None) -> Share:
     """One optimizer step of the plan, this rank's part. Single process: the plan's own micro-batches."""
     if not ctx.enabled:
         return [(micro, True) for micro in step]
-    return shard_examples(ctx, [i for micro in step for i in micro], lengths, budget)
+    return shard_examples(ctx, [i for micro in step for i in micro], lengths, budget, groups)
 
 
 # --- the model: DDP for adapters, FSDP2 for full fine-tuning on GPUs ------------------------

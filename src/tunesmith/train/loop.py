@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tunesmith.data.pack import plan_epoch
+from tunesmith.data.pack import pack_groups, plan_epoch
 from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
 from tunesmith.evaluate.heldout import evaluate
@@ -136,6 +136,7 @@ class _Session:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     precision: Precision
     lengths: list[int]
+    groups: list[int] | None  # packed apart: replayed and task examples (data/pack.py pack_groups)
     total_steps: int
     progress: _Progress
     reporter: Fanout
@@ -304,7 +305,8 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
         reporter.report({"type": "event", "step": progress.step, "level": "warning", "message": expert_note})
 
     return _Session(ctx, run, resolved, device, tokenizer, objective, data, budget, model, parallel,
-                    params, optimizer, scheduler, precision, lengths, total_steps, progress, reporter,
+                    params, optimizer, scheduler, precision, lengths, pack_groups(data.train), total_steps,
+                    progress, reporter,
                     saved_step=latest.step if latest is not None else 0)
 
 
@@ -328,11 +330,11 @@ def _run_steps(s: _Session, should_stop: Callable[[], bool] | None) -> Outcome:
             run.require()
             if progress.epoch not in plans:
                 plans = {progress.epoch: plan_epoch(lengths, int(training.batch_size), budget,
-                                                    training.seed, progress.epoch)}
+                                                    training.seed, progress.epoch, s.groups)}
             plan = plans[progress.epoch]
             started = time.perf_counter()
             step_examples = [([data.train[i] for i in micro], real) for micro, real in
-                             dist.shard_step(ctx, plan[progress.step_in_epoch], lengths, budget)]
+                             dist.shard_step(ctx, plan[progress.step_in_epoch], lengths, budget, s.groups)]
             metrics = _train_step(s.parallel, s.optimizer, s.params, training.max_grad_norm, step_examples,
                                   s.device, s.precision)
             if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
