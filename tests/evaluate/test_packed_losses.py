@@ -30,6 +30,11 @@ def test_packed_example_losses_equal_one_forward_per_example(tiny_model_path, as
     examples = [renderer.render(r) for r in records]
     examples.insert(3, None)  # an example that could not be rendered keeps its place
     longest = max(len(e) for e in examples if e is not None)
+    # Their common system prompt is held once per row where the model can take that.
+    from tunesmith.data.pack import collate_packed
+    from tunesmith.train.loss import shares_prefix
+
+    assert shares_prefix(loaded.model) and collate_packed(examples[:3], share_prefix=True).shared_prefix
     packed = example_losses(loaded, examples, 64, "cpu", budget=longest * 3)  # several rows, several each
 
     objective = make_objective("sft", 64)

@@ -144,8 +144,8 @@ def _ensure_pulled(console: Any) -> None:
 
     if is_registered_base(REAL_MODEL):
         row = registered_base(REAL_MODEL)
-        console.print(f"{REAL_MODEL}: registered at {shown_path(row.location) if row else '?'}",
-                      highlight=False)
+        console.print(f"{REAL_MODEL}: pulled already, registered at", highlight=False)
+        console.print(f"  {shown_path(row.location) if row else '?'}", highlight=False, soft_wrap=True)
         return
     from tunesmith.errors import ModelError
 

@@ -106,8 +106,10 @@ def example_losses(loaded: Any, examples: list[Any], chunk_tokens: int, device: 
     from tunesmith.data.pack import collate_packed, pack_indices
     from tunesmith.hardware import pick_device
     from tunesmith.train.loss import example_losses as packed_losses
+    from tunesmith.train.loss import shares_prefix
 
     target = pick_device(device)
+    share = shares_prefix(loaded.model)  # a common prompt (a system prompt, few-shot turns) once per row
     out = [{"loss_sum": float("nan"), "tokens": 0.0, "correct": 0.0} for _ in examples]
     present = [i for i, e in enumerate(examples) if e is not None]
     lengths = [len(e) if e is not None else 0 for e in examples]
@@ -116,10 +118,10 @@ def example_losses(loaded: Any, examples: list[Any], chunk_tokens: int, device: 
     try:
         with torch.no_grad():
             for micro in pack_indices(present, lengths, max(budget, max(lengths, default=1))):
-                batch = collate_packed([examples[i] for i in micro])
+                batch = collate_packed([examples[i] for i in micro], share_prefix=share)
                 scores = packed_losses(loaded.model, batch.input_ids.to(target), batch.labels.to(target),
                                        batch.position_ids.to(target), [lengths[i] for i in micro],
-                                       chunk_tokens)
+                                       chunk_tokens, batch.shared_prefix)
                 for i, (loss_sum, correct, tokens) in zip(micro, scores, strict=True):
                     out[i] = {"loss_sum": loss_sum, "tokens": float(tokens), "correct": float(correct)}
     finally:

@@ -348,23 +348,26 @@ def teacher_states(reference: torch.nn.Module, batch: PackedBatch) -> Teacher:
 
 @torch.no_grad()
 def example_losses(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
-                   position_ids: torch.Tensor, lengths: list[int],
-                   chunk_tokens: int = 1024) -> list[tuple[float, int, int]]:
+                   position_ids: torch.Tensor, lengths: list[int], chunk_tokens: int = 1024,
+                   shared_prefix: int = 0) -> list[tuple[float, int, int]]:
     """(summed loss, correct tokens, trained tokens) of each example of one packed row, from a
     single forward: the same numbers as `token_loss` on each example alone, since examples in
-    a packed row attend only to themselves and each is scored on its own targets."""
-    hidden = hidden_states(model, input_ids, position_ids)[0]
+    a packed row attend only to themselves (and a shared prefix, held once: `lengths` are the
+    examples' own, prefix included) and each is scored on its own targets."""
+    hidden = hidden_states(model, input_ids, position_ids, shared_prefix=shared_prefix)
+    selected, keep = _targeted(hidden, labels, position_ids, shared_prefix)
+    targets = labels[:, 1:][keep]
+    in_row = [lengths[0], *(length - shared_prefix for length in lengths[1:])]
+    owner = torch.repeat_interleave(torch.arange(len(lengths), device=labels.device),
+                                    torch.tensor(in_row, device=labels.device))
+    owner = owner[1:][keep[0]]  # the example each scored target belongs to
     head = causal_lm(model).get_output_embeddings()
     softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
     tile = max(1, min(chunk_tokens, TILE_LOGITS // head.weight.shape[0]))
-    out, start = [], 0
-    for length in lengths:
-        end = start + length
-        targets = labels[0, start + 1 : end]
-        keep = targets != IGNORE_INDEX
-        targets = targets[keep]
-        loss_sum, correct = _LinearCrossEntropy.apply(hidden[start : end - 1][keep], head.weight, head.bias,
-                                                      targets, softcap, tile, False, _autocast_dtype(hidden))
-        out.append((float(loss_sum), int(correct), int(targets.numel())))
-        start = end
+    out = []
+    for index in range(len(lengths)):
+        mine = owner == index
+        loss_sum, correct = _LinearCrossEntropy.apply(selected[mine], head.weight, head.bias, targets[mine],
+                                                      softcap, tile, False, _autocast_dtype(hidden))
+        out.append((float(loss_sum), int(correct), int(mine.sum())))
     return out
