@@ -489,3 +489,57 @@ def add_worker_arguments(parser: Any, workers: list[str]) -> None:
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--sync", help=argparse.SUPPRESS)
+
+
+# --- model FLOPs utilisation ----------------------------------------------------------------------
+
+
+def matmul_peak_gflops(threads: int | None = None, size: int = 2048, repeats: int = 3) -> float:
+    """The machine's measured fp32 matmul rate right now: GFLOP/s of torch.matmul on two
+    size x size float32 matrices at `threads` torch threads (default: this process's, which the
+    workers share through OMP_NUM_THREADS), best of `repeats`: the peak MFU is measured
+    against; on a shared machine it moves, so benchmarks take it before and after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        torch.matmul(a, b)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            best = min(best, time.perf_counter() - start)
+        return 2 * size**3 / best / 1e9
+    finally:
+        torch.set_num_threads(before)
+
+
+def decoder_linear_params(cfg: dict[str, Any]) -> int:
+    """Weights of the decoder layers' linear projections (attention and MLP), the matrices every
+    token goes through: counted on a model built from the config on the meta device (no
+    weights loaded). Embeddings, norms and the LM head are left out."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    extra = {"gguf_file": cfg["gguf_file"]} if cfg.get("gguf_file") else {}
+    config = AutoConfig.from_pretrained(cfg["location"], **extra)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    layers = model.get_decoder().layers
+    return sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
+
+
+def mfu_line(flops_per_token: float, what: str, rates: dict[str, float], peaks: list[float]) -> str:
+    """One report line: each tool's model FLOP/s (`flops_per_token` x its tokens/s in `rates`)
+    as a share of the measured fp32 matmul peak (the range of `peaks`)."""
+    low, high = min(peaks), max(peaks)
+    parts = []
+    for tool, rate in rates.items():
+        gflops = flops_per_token * rate / 1e9
+        parts.append(f"{tool} {gflops:.1f} GFLOP/s = {100 * gflops / high:.0f}-{100 * gflops / low:.0f} %")
+    return (f"- MFU against the measured fp32 matmul peak (torch.matmul 2048x2048 float32 at the same "
+            f"thread count, before and after the runs: {low:.1f}-{high:.1f} GFLOP/s), counting {what}: "
+            + "; ".join(parts)
+            + ". On a shared machine the peak moves: only a quiet run gives a firm figure.")

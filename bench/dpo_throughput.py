@@ -37,8 +37,11 @@ from _common import (
     add_worker_arguments,
     alternate,
     cpu_description,
+    decoder_linear_params,
     load_tokenizer,
     load_trl_model,
+    matmul_peak_gflops,
+    mfu_line,
     resolve_model_arg,
     step_ratios,
     table,
@@ -186,7 +189,7 @@ def worker_main(kind: str, config_path: Path, result_path: Path, sync: str | Non
 
 
 def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], evaluation: dict[str, Any],
-           command: str, started: float) -> str:
+           command: str, started: float, peaks: list[float]) -> str:
     rows = {}
     for tool, run in (("tunesmith", pair["tunesmith"]), ("TRL", pair["trl"])):
         timed = run["steps"][1:]
@@ -224,6 +227,11 @@ def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], evaluation: dic
         f"passed): tunesmith {ts['tokens']}, TRL {trl['tokens']} (each tool's own rendering of the pairs). "
         "Per-step time ratio TRL/tunesmith: "
         f"{step_ratios([(pair['tunesmith']['steps'], pair['trl']['steps'])])}.",
+        mfu_line(6 * cfg["decoder_params"],
+                 f"6 x {cfg['decoder_params'] / 1e6:.1f} M decoder linear weights per policy token (the "
+                 "policy's forward and input gradient, the reference's forward over the same tokens; no "
+                 "attention or LM head, so a lower bound)",
+                 {"tunesmith": ts["tokens_per_s"], "TRL": trl["tokens_per_s"]}, peaks),
         f"- Held-out: tunesmith's DPO evaluation of both adapters on {evaluation['pairs']} pairs of "
         "support_preference/validation.jsonl.",
         f"- Train loss at step 1 / {cfg['steps']}: tunesmith {ts['first']:.4f} / {ts['last']:.4f}, "
@@ -268,13 +276,16 @@ def main() -> None:
            "trl_padding_free": not args.trl_padded, "workdir": str(workdir)}
     print(f"model: {model['label']}\nwork folder: {workdir}", flush=True)
     cfg["order"] = training_order(cfg)
+    cfg["decoder_params"] = decoder_linear_params(cfg)
+    peaks = [matmul_peak_gflops()]
     try:
         pair = alternate(cfg, workdir, "r0", __file__)
+        peaks.append(matmul_peak_gflops())
         print("evaluating both adapters on the held-out pairs", flush=True)
         adapters = [pair["tunesmith"]["adapter"], pair["trl"]["adapter"]]
         evaluation = Worker("eval", {**cfg, "adapters": adapters}, workdir, "all", lockstep=False,
                                 script=__file__).finish()
-        text = report(cfg, pair, evaluation, command, started)
+        text = report(cfg, pair, evaluation, command, started, peaks)
         print("\n" + text)
         output = args.output or RESULTS / f"dpo_throughput-{dt.date.today().isoformat()}.md"
         write_results(output, text, {"config": cfg, "runs": pair, "evaluation": evaluation})

@@ -36,9 +36,12 @@ from _common import (
     add_worker_arguments,
     alternate,
     cpu_description,
+    decoder_linear_params,
     load_model,
     load_tokenizer,
     load_trl_model,
+    matmul_peak_gflops,
+    mfu_line,
     resolve_model_arg,
     step_ratios,
     table,
@@ -299,7 +302,7 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluation: dict[str, Any],
-           command: str, started: float) -> str:
+           command: str, started: float, peaks: list[float]) -> str:
     rows = {}
     for tool, tool_runs in runs.items():
         sums = [summarise(r) for r in tool_runs]
@@ -368,6 +371,13 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         f"{same_init}; examples whose trained-token masks differ: {len(mask_diff)}"
         + (f" ({sum(n for _, n in mask_diff)} tokens in assistant turns marked \"weight\": 0, which "
            "tunesmith leaves untrained and TRL trains on)." if mask_diff else "."),
+        mfu_line((6 if full else 4) * cfg["decoder_params"],
+                 f"{6 if full else 4} x {cfg['decoder_params'] / 1e6:.1f} M decoder linear weights per token "
+                 "the decoder computed (forward, input gradient" + (", weight gradient" if full else "")
+                 + "; no attention or LM head, so a lower bound)",
+                 {"tunesmith": computed / sum(s["seconds"] for s in runs["tunesmith"][0]["steps"][1:]),
+                  "TRL": sum(s["tokens"] for s in trl_run["steps"][1:])
+                  / sum(s["seconds"] for s in trl_run["steps"][1:])}, peaks),
         f"- tokens/s of each repeat: tunesmith {ts['each_tokens_per_s']}, TRL {trl['each_tokens_per_s']}. "
         f"Whole benchmark: {time.perf_counter() - started:.0f} s.",
         "",
@@ -422,6 +432,8 @@ def main() -> None:
     plan = training_plan(cfg)
     (workdir / "plan.json").write_text(json.dumps(plan))
 
+    cfg["decoder_params"] = decoder_linear_params(cfg)
+    peaks = [matmul_peak_gflops()]
     runs: dict[str, list[dict[str, Any]]] = {"tunesmith": [], "TRL": []}
     for repeat in range(args.repeats):
         first = "tunesmith" if repeat % 2 == 0 else "trl"
@@ -437,8 +449,9 @@ def main() -> None:
     print("evaluating both adapters on the held-out examples", flush=True)
     adapters = [r["adapter"] for tool_runs in runs.values() for r in tool_runs]
     evaluator = Worker("eval", {**cfg, "adapters": adapters}, workdir, "all", lockstep=False, script=__file__)
+    peaks.append(matmul_peak_gflops())
     evaluation = evaluator.finish()
-    text = report(cfg, runs, evaluation, command, started)
+    text = report(cfg, runs, evaluation, command, started, peaks)
     print("\n" + text)
     output = args.output or RESULTS / f"sft_throughput-{dt.date.today().isoformat()}.md"
     write_results(output, text, {"config": cfg, "runs": runs, "evaluation": evaluation})

@@ -289,3 +289,60 @@ def test_a_sliding_window_model_generates_but_takes_no_newcomers(tmp_path, tiny_
     assert not batch.joinable
     with pytest.raises(RuntimeError, match="cannot take new rows"):
         batch.add([Completion(tokenizer, prompts[1], Sampling(max_new_tokens=3))])
+
+
+def _prefill_sizes(model) -> tuple[list[tuple[int, int]], object]:
+    """Records [rows, positions] of every forward that starts without a cache (a prefill)."""
+    sizes: list[tuple[int, int]] = []
+
+    def hook(module, args, kwargs):
+        if kwargs.get("past_key_values") is None and kwargs.get("cache") is None:
+            sizes.append(tuple(kwargs["input_ids"].shape))
+
+    return sizes, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_rows_with_the_same_prompt_share_one_prefill(loaded) -> None:
+    """A group of completions of one prompt (GRPO, `n` of a request) prefills that prompt once;
+    each row then replies exactly as it would alone, greedy or seeded."""
+    prompts = [loaded.renderer.prompt_ids(c) for c in conversations()[:2]]
+    rows = [prompts[0]] * 3 + [prompts[1]] * 2 + [prompts[0]]
+    samplings = [Sampling(max_new_tokens=10, temperature=1.2, seed=seed) for seed in range(5)] + \
+        [Sampling(max_new_tokens=10)]
+    sizes, handle = _prefill_sizes(loaded.model)
+    try:
+        together = generate_ids(loaded.model, loaded.tokenizer, rows, samplings, batch_size=len(rows))
+    finally:
+        handle.remove()
+    assert sizes == [(2, max(map(len, prompts)))]  # two distinct prompts, each run once
+    for prompt, sampling, completion in zip(rows, samplings, together, strict=True):
+        alone = generate_ids(loaded.model, loaded.tokenizer, [prompt], [sampling])[0]
+        assert completion.ids == alone.ids and completion.result() == alone.result()
+    assert len({tuple(c.ids) for c in together[:3]}) > 1  # the copies still draw their own samples
+
+
+def test_a_cache_that_cannot_be_copied_prefills_every_row(tmp_path, tiny_model_path) -> None:
+    """Sliding-window caches are not copied between rows: each row is prefilled, and greedy
+    replies still equal transformers' own."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=2048, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=4,
+                           max_position_embeddings=256, pad_token_id=3, eos_token_id=2, bos_token_id=0)
+    model = MistralForCausalLM(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompt = [5, 6, 7, 8, 9, 10]
+    sizes, handle = _prefill_sizes(model)
+    try:
+        ours = generate_ids(model, tokenizer, [prompt, prompt], [Sampling(max_new_tokens=6)] * 2,
+                            stop_ids=frozenset({2}))
+        again = generate_ids(model, tokenizer, [prompt, prompt], [Sampling(max_new_tokens=6)] * 2,
+                             stop_ids=frozenset({2}))
+    finally:
+        handle.remove()
+    # tried once (one row), found not copyable and prefilled per row; not tried again
+    assert sizes == [(1, 6), (2, 6), (2, 6)]
+    out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                         eos_token_id=2, pad_token_id=3)
+    assert ours[0].ids == ours[1].ids == again[0].ids == out[0, len(prompt):].tolist()

@@ -316,14 +316,7 @@ class Batch:
     @property
     def joinable(self) -> bool:
         """Whether rows can join now: nothing running, or a cache of plain growing layers."""
-        if not self.rows:
-            return True
-        try:
-            from transformers.cache_utils import DynamicLayer
-        except ImportError:  # a transformers before cache layers: no joining
-            return False
-        layers = getattr(self.cache, "layers", None)
-        return layers is not None and all(type(layer) is DynamicLayer for layer in layers)
+        return not self.rows or _plain_cache(self.cache)
 
     def add(self, completions: Sequence[Completion], adapters: Sequence[str | None] | None = None) -> None:
         """Prefill `completions` (with each one's adapter where the batch mixes them; None is the
@@ -345,20 +338,48 @@ class Batch:
         for c in new:  # each row's own tokenizer's end-of-turn token (an adapter may bring its own)
             c._stop_ids = stop_token_ids(c.tokenizer, self.model) if self.stop_ids is None else self.stop_ids
         device = self.model.device
-        width = max(len(c.prompt_ids) for c in new)
-        ids = torch.tensor([[self.pad] * (width - len(c.prompt_ids)) + c.prompt_ids for c in new],
-                           device=device)
-        mask = torch.tensor([[0] * (width - len(c.prompt_ids)) + [1] * len(c.prompt_ids) for c in new],
-                            device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generators = [_generator(c.sampling.seed, device) for c in new]
         with torch.inference_mode():
-            logits, cache = self._forward(ids, mask, positions, None, names, prefill=True)
+            logits, cache, mask, positions = self._prefill(new, names)
             tokens = _pick(new, generators, logits)
         ones = mask.new_ones((len(new), 1))
         self._merge(new, names, generators, cache, torch.cat([mask, ones], dim=1),
                     tokens.unsqueeze(1), positions[:, -1:] + 1)
         self._feed(tokens)
+
+    def _prefill(self, rows: list[Completion], names: list[str]) -> tuple[Any, Any, Any, Any]:
+        """The rows' prompts run through the model as one left-padded batch: (last-position
+        logits, cache, mask, positions), one row each. Rows with the same prompt and adapter
+        (a GRPO group, `n` completions of one request) share one prefill: each distinct prompt
+        runs once and its cache rows are copied to the rest, which is the same arithmetic
+        on the same inputs (G - 1 of every G prompt passes saved). Only caches of plain
+        growing layers are copied so; for any other cache every row is prefilled."""
+        import torch
+
+        first: dict[tuple[tuple[int, ...], str], int] = {}
+        source = [first.setdefault((tuple(c.prompt_ids), name), len(first))
+                  for c, name in zip(rows, names, strict=True)]
+        kind = type(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model)
+        if len(first) < len(rows) and _COPIES_PREFILL.get(kind, True):
+            distinct = [(list(prompt), name) for prompt, name in first]
+            logits, cache, mask, positions = self._prefill_prompts(distinct)
+            if _plain_cache(cache):
+                select = torch.tensor(source, device=mask.device)
+                cache.batch_select_indices(select)
+                return logits[select], cache, mask[select], positions[select]
+            _COPIES_PREFILL[kind] = False
+        return self._prefill_prompts([(c.prompt_ids, name) for c, name in zip(rows, names, strict=True)])
+
+    def _prefill_prompts(self, prompts: list[tuple[list[int], str]]) -> tuple[Any, Any, Any, Any]:
+        import torch
+
+        device = self.model.device
+        width = max(len(p) for p, _ in prompts)
+        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p, _ in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p, _ in prompts], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(ids, mask, positions, None, [name for _, name in prompts], prefill=True)
+        return logits, cache, mask, positions
 
     def step(self) -> None:
         """One token for every running row."""
@@ -447,6 +468,21 @@ class Batch:
             self.mask = self.mask[:, padding:]
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[..., padding:, :], layer.values[..., padding:, :]
+
+
+_COPIES_PREFILL: dict[type, bool] = {}
+"""Per model class: False once its prefill cache proved not plain (no copying tried again)."""
+
+
+def _plain_cache(cache: Any) -> bool:
+    """Whether every layer of `cache` is a plain growing one (transformers' DynamicLayer), whose
+    rows can be selected, copied, padded and merged as tensors."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # a transformers before cache layers
+        return False
+    layers = getattr(cache, "layers", None)
+    return layers is not None and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def _left_pad(states: Any, length: int) -> Any:

@@ -84,20 +84,31 @@ class _TokenLogProb(torch.autograd.Function):
 
 
 def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
-                   position_ids: torch.Tensor | None = None, chunk_tokens: int = 1024) -> torch.Tensor:
+                   position_ids: torch.Tensor | None = None, chunk_tokens: int = 1024,
+                   shared_prefix: int = 0) -> torch.Tensor:
     """log p(label_t | tokens before t) at every position whose label is set, in row order.
 
     `labels` are aligned with `input_ids` (label t is predicted from position t-1), as in
-    data/pack.py; the result is differentiable and float32.
+    data/pack.py; the result is differentiable and float32. With `shared_prefix` = P the row
+    holds an untrained prefix of P tokens once and every sequence after it continues it (its
+    positions start at P; train/loss.py's per-example attention reads such a row), so a
+    sequence's first token is predicted from the prefix's last position.
     """
-    hidden = hidden_states(model, input_ids, position_ids)
+    hidden = hidden_states(model, input_ids, position_ids, shared_prefix=shared_prefix)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
+    if shared_prefix:
+        assert position_ids is not None  # a shared-prefix row always has them
+        source = torch.arange(-1, input_ids.shape[1] - 1, device=input_ids.device)
+        source[position_ids[0] == shared_prefix] = shared_prefix - 1
+        selected = hidden[0, source[1:][keep[0]]]
+    else:
+        selected = hidden[:, :-1][keep]
     lm = causal_lm(model)
     head = lm.get_output_embeddings()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
     tile = max(1, min(chunk_tokens, TILE_LOGITS // head.weight.shape[0]))
-    return _TokenLogProb.apply(hidden[:, :-1][keep], head.weight, head.bias, targets[keep], softcap, tile)
+    return _TokenLogProb.apply(selected, head.weight, head.bias, targets[keep], softcap, tile)
 
 
 @dataclass(slots=True)
@@ -116,9 +127,9 @@ class SequenceLogProbs:
 
 def sequence_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
                       position_ids: torch.Tensor, token_seq: torch.Tensor, num_seqs: int,
-                      chunk_tokens: int = 1024) -> SequenceLogProbs:
+                      chunk_tokens: int = 1024, shared_prefix: int = 0) -> SequenceLogProbs:
     """Per-sequence sums of `token_logprobs`; `token_seq[i]` names the sequence of trained token i."""
-    logp = token_logprobs(model, input_ids, labels, position_ids, chunk_tokens)
+    logp = token_logprobs(model, input_ids, labels, position_ids, chunk_tokens, shared_prefix)
     total = torch.zeros(num_seqs, dtype=logp.dtype, device=logp.device).index_add(0, token_seq, logp)
     count = torch.bincount(token_seq, minlength=num_seqs).to(logp.dtype)
     return SequenceLogProbs(total, count, logp)

@@ -30,9 +30,10 @@ from tunesmith.data.records import Record, ReinforcementRecord, Source
 from tunesmith.data.render import Renderer
 from tunesmith.errors import DataError, RecipeError
 from tunesmith.recipe import ReinforcementConfig
-from tunesmith.train.logprobs import sequence_logprobs, token_logprobs
+from tunesmith.train.logprobs import token_logprobs
+from tunesmith.train.loss import shares_prefix
 from tunesmith.train.objectives.reference import Reference, unwrap
-from tunesmith.train.objectives.sequences import collate_sequences
+from tunesmith.train.objectives.sequences import SequenceBatch, collate_continuations, collate_sequences
 
 Grader = Callable[[str, dict[str, Any]], float]
 """`grader(sample_text, item) -> float` in [0, 1]; `item` is the reinforcement row (messages
@@ -186,37 +187,64 @@ class GroupRelativeObjective:
         return sum(grader(text, item) for grader in self.graders) / len(self.graders)
 
     def __call__(self, model: torch.nn.Module, batch: PromptBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        sequences: list[tuple[list[int], list[int]]] = []
+        sequences: list[tuple[list[int], list[int]]] = []  # (prompt + completion, completion)
         rewards = []
         groups = self.sample(model, batch.examples, batch.device)
         for example, group in zip(batch.examples, groups, strict=True):
             for completion in group:
                 text = self.tokenizer.decode(completion, skip_special_tokens=True)
                 rewards.append(self.grade(text, example.item))
-                prompt = example.prompt_ids
-                sequences.append((prompt + completion, [0] * len(prompt) + [1] * len(completion)))
+                sequences.append((example.prompt_ids + completion, completion))
         reward = torch.tensor(rewards, dtype=torch.float32).view(len(batch.examples), self.config.group_size)
-        lengths = [sum(mask) for _, mask in sequences]
+        lengths = [len(completion) for _, completion in sequences]
         metrics = {"reward": float(reward.sum()), "completions": float(reward.numel()),
                    "reward_std": float(reward.std(dim=1).sum() * self.config.group_size),
                    "completion_length": float(sum(lengths)), "tokens": float(sum(lengths))}
         if not torch.is_grad_enabled():  # held-out evaluation: the grades are the result
             return torch.zeros(()), {**metrics, "loss": float((1 - reward).sum()), "kl": 0.0}
-        packed = collate_sequences(sequences).to(batch.device)
-        batch.num_tokens = packed.num_tokens
-        policy = sequence_logprobs(model, packed.input_ids, packed.labels, packed.position_ids,
-                                   packed.token_seq, packed.num_seqs, self.chunk_tokens)
-        advantage = group_advantages(reward).flatten().to(policy.tokens.device)[packed.token_seq]
+        rows = [row.to(batch.device) for row in self.rows(model, batch.examples, groups)]
+        batch.num_tokens = sum(len(ids) for ids, _ in sequences)  # the sequences' tokens, as if unshared
+        token_seq = torch.cat([row.token_seq + first for row, first in zip(rows, _firsts(rows), strict=True)])
+        logp = self.logprobs(model, rows)
+        advantage = group_advantages(reward).flatten().to(logp.device)[token_seq]
         ref_logp = None
         if self.config.kl_coef:
             with self.reference.use(model) as ref:
-                ref_logp = token_logprobs(ref, packed.input_ids, packed.labels, packed.position_ids,
-                                          self.chunk_tokens)
+                ref_logp = self.logprobs(ref, rows)
         # Sampled from the weights being trained: the sampling log-probs are the policy's, detached.
-        per_token, kl = clipped_token_loss(policy.tokens, policy.tokens.detach(), ref_logp, advantage,
+        per_token, kl = clipped_token_loss(logp, logp.detach(), ref_logp, advantage,
                                            self.config.clip_epsilon, self.config.kl_coef)
-        count = policy.count.clamp(min=1)
-        per_seq = torch.zeros_like(policy.total).index_add(0, packed.token_seq, per_token) / count
-        kl_seq = torch.zeros_like(policy.total).index_add(0, packed.token_seq, kl.detach()) / count
+        count = torch.bincount(token_seq, minlength=len(sequences)).to(logp.dtype).clamp(min=1)
+        zeros = logp.new_zeros(len(sequences))
+        per_seq = zeros.index_add(0, token_seq, per_token) / count
+        kl_seq = zeros.index_add(0, token_seq, kl.detach()) / count
         loss_sum = per_seq.sum()
         return loss_sum, {**metrics, "loss": float(loss_sum.detach()), "kl": float(kl_seq.sum())}
+
+    @staticmethod
+    def rows(model: torch.nn.Module, examples: list[PromptExample],
+             groups: list[list[list[int]]]) -> list[SequenceBatch]:
+        """The training forward's rows. Every completion of a group continues the same prompt, so
+        where the model's attention can read such a row (train/loss.py's per-example SDPA) each
+        group is one row holding its prompt once: the decoder computes G completions and one
+        prompt instead of G prompts, with the same log-probabilities and gradients. Otherwise
+        one packed row of (prompt + completion) sequences."""
+        pairs = list(zip(examples, groups, strict=True))
+        if shares_prefix(model):
+            return [collate_continuations(e.prompt_ids, group) for e, group in pairs]
+        return [collate_sequences([(e.prompt_ids + c, [0] * len(e.prompt_ids) + [1] * len(c))
+                                   for e, group in pairs for c in group])]
+
+    def logprobs(self, model: torch.nn.Module, rows: list[SequenceBatch]) -> torch.Tensor:
+        """log p of every trained token of `rows`, in order."""
+        return torch.cat([token_logprobs(model, row.input_ids, row.labels, row.position_ids,
+                                         self.chunk_tokens, row.shared_prefix) for row in rows])
+
+
+def _firsts(rows: list[SequenceBatch]) -> list[int]:
+    """The index of each row's first sequence among all rows' sequences."""
+    firsts, total = [], 0
+    for row in rows:
+        firsts.append(total)
+        total += row.num_seqs
+    return firsts

@@ -23,6 +23,9 @@ class SequenceBatch:
     """Row position of each sequence's last trained token."""
     num_seqs: int
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    shared_prefix: int = 0
+    """P > 0: the row starts with an untrained prefix of P tokens held once, which every
+    sequence continues (`collate_continuations`)."""
 
     @property
     def num_tokens(self) -> int:
@@ -57,3 +60,28 @@ def collate_sequences(sequences: Sequence[tuple[Sequence[int], Sequence[int]]]) 
     return SequenceBatch(torch.tensor([ids]), torch.tensor([positions]), torch.tensor([labels]),
                          torch.tensor(token_seq, dtype=torch.long), torch.tensor(last, dtype=torch.long),
                          len(sequences))
+
+
+def collate_continuations(prefix: Sequence[int], continuations: Sequence[Sequence[int]]) -> SequenceBatch:
+    """One row holding `prefix` once, then each continuation of it, every continuation token
+    trained: the same sequences as `collate_sequences` of (prefix + continuation) pairs with
+    the prefix untrained, for the decoder work of one prefix instead of one per continuation
+    (a GRPO group's prompt). Continuations' positions start at len(prefix), so train/loss.py's
+    per-example attention lets each see the prefix and itself; a continuation's first token is
+    predicted from the prefix's last position (token_logprobs' `shared_prefix`)."""
+    if not prefix or any(not c for c in continuations):
+        raise ValueError("a shared prefix and every continuation need at least one token")
+    size = len(prefix)
+    ids, positions = list(prefix), list(range(size))
+    labels = [IGNORE_INDEX] * size
+    token_seq: list[int] = []
+    last: list[int] = []
+    for index, tokens in enumerate(continuations):
+        ids += tokens
+        positions += range(size, size + len(tokens))
+        labels += tokens
+        token_seq += [index] * len(tokens)
+        last.append(len(ids) - 1)
+    return SequenceBatch(torch.tensor([ids]), torch.tensor([positions]), torch.tensor([labels]),
+                         torch.tensor(token_seq, dtype=torch.long), torch.tensor(last, dtype=torch.long),
+                         len(continuations), shared_prefix=size)
