@@ -159,7 +159,8 @@ def main() -> int:
     parser.add_argument("--list-clients", type=int, default=8)
     parser.add_argument("--list-requests", type=int, default=800)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--concurrent-generations", type=int, default=2, help="the server's cap")
+    parser.add_argument("--concurrent-generations", type=int, default=8,
+                        help="the server's cap (default: the server's own default, 8)")
     parser.add_argument("--jobs", type=int, default=200, help="queued jobs recorded for the listings")
     parser.add_argument("--seconds", type=float, default=180, help="hard time limit for the load phase")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
