@@ -3,6 +3,8 @@ fine-tuning job listings through the official `openai` client.
 
     python bench/serve_load.py                       # 8 chat + 8 listing clients, 64 + 800 requests
     python bench/serve_load.py --chat-requests 16 --list-requests 200 --seconds 60
+    python bench/serve_load.py --model-path ~/.tunesmith/base_models/smollm2-135m-instruct/hf
+    python bench/serve_load.py --src /tmp/old/src     # the same load on another tree's server
 
 A fresh server (own temporary TUNESMITH_HOME, no worker) is started on a free loopback
 port; `--jobs` queued jobs are recorded so listings page through real rows. Every client
@@ -37,17 +39,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(home: Path, port: int, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TUNESMITH_HOME": str(home), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}"
-           f"{os.environ.get('PYTHONPATH', '')}"}
+def tree_env(home: Path, src: Path) -> dict[str, str]:
+    """The environment of every tunesmith process of the run: the temporary home, and `src`
+    first on the path, so the server, the job records and the model registration all come
+    from the tree under test."""
+    env = {**os.environ, "TUNESMITH_HOME": str(home),
+           "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env.pop("TUNESMITH_DATABASE_URL", None)
+    return env
+
+
+def start_server(env: dict[str, str], home: Path, port: int, concurrency: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "tunesmith", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--no-worker", "--max-concurrent-generations", str(concurrency)]
     process = subprocess.Popen(command, env=env, stdout=(home / "server.log").open("wb"),
                                stderr=subprocess.STDOUT)
     import httpx
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded machine under nice starts slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
@@ -58,13 +67,49 @@ def start_server(home: Path, port: int, concurrency: int) -> subprocess.Popen[by
     raise SystemExit(f"server did not start: {(home / 'server.log').read_text()[-2000:]}")
 
 
-def seed_jobs(home: Path, count: int) -> None:
-    from tunesmith.store import open_registry
+SEED_JOBS = """
+import sys
+from pathlib import Path
+from tunesmith.store import open_registry
+registry = open_registry(home=Path(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    registry.create_job({"base_model": "tunesmith/tiny-chat"}, status="queued")
+registry.close()
+"""
 
-    registry = open_registry(home=home)
-    for _ in range(count):
-        registry.create_job({"base_model": "tunesmith/tiny-chat"}, status="queued")
-    registry.close()
+
+def seed_jobs(env: dict[str, str], home: Path, count: int) -> None:
+    """Queued job rows for the listings, written by the tree under test (its own schema)."""
+    subprocess.run([sys.executable, "-c", SEED_JOBS, str(home), str(count)], env=env, check=True)
+
+
+REGISTER_MODEL = """
+import sys
+from pathlib import Path
+from tunesmith.store import open_registry
+registry = open_registry(home=Path(sys.argv[1]))
+print(registry.add_model(base_model=sys.argv[2], kind="full", path=sys.argv[2], recipe={}).id)
+registry.close()
+"""
+
+
+def register_model(env: dict[str, str], home: Path, path: Path) -> str:
+    """A local model folder recorded as a fully fine-tuned model; its id is the name the chat
+    clients ask for. Every server version serves a registry's full models (operator-registered
+    base names came later), so old and new trees load the same folder the same way."""
+    done = subprocess.run([sys.executable, "-c", REGISTER_MODEL, str(home), str(path)], env=env, check=True,
+                          capture_output=True, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def machine() -> str:
+    """The CPU's model name (lscpu), for the record."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return "unknown"
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
+    return names[0] if names else "unknown"
 
 
 def run_clients(kind: str, clients: int, requests: int, deadline: float, call: Any) -> dict[str, Any]:
@@ -114,24 +159,36 @@ def main() -> int:
     parser.add_argument("--list-clients", type=int, default=8)
     parser.add_argument("--list-requests", type=int, default=800)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--concurrent-generations", type=int, default=2, help="the server's cap")
+    parser.add_argument("--concurrent-generations", type=int, default=8,
+                        help="the server's cap (default: the server's own default, 8)")
     parser.add_argument("--jobs", type=int, default=200, help="queued jobs recorded for the listings")
     parser.add_argument("--seconds", type=float, default=180, help="hard time limit for the load phase")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--model", default="tunesmith/tiny-chat", help="the model the chat clients ask for")
+    parser.add_argument("--model-path", type=Path,
+                        help="instead of --model: a local Hugging Face model folder, recorded in the fresh "
+                             "registry as a full model and asked for by its id")
+    parser.add_argument("--src", type=Path, default=ROOT / "src",
+                        help="the source tree whose server is measured (default: this checkout's)")
     args = parser.parse_args()
 
     import openai
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="tunesmith-bench-") as folder:
         home = Path(folder)
-        seed_jobs(home, args.jobs)
+        env = tree_env(home, args.src.resolve())
+        seed_jobs(env, home, args.jobs)
+        model = args.model
+        if args.model_path is not None:
+            model = register_model(env, home, args.model_path.expanduser().resolve())
         port = free_port()
-        server = start_server(home, port, args.concurrent_generations)
+        server = start_server(env, home, port, args.concurrent_generations)
         try:
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench", max_retries=0,
                                    timeout=600)
             warm = time.perf_counter()
-            client.chat.completions.create(model="tunesmith/tiny-chat", max_tokens=args.max_tokens,
+            client.chat.completions.create(model=model, max_tokens=args.max_tokens,
                                            messages=[{"role": "user", "content": "hello"}], temperature=0)
             load_s = time.perf_counter() - warm
             counter = iter(range(10**9))
@@ -139,7 +196,7 @@ def main() -> int:
             def chat() -> None:
                 question = QUESTIONS[next(counter) % len(QUESTIONS)]
                 reply = client.chat.completions.create(
-                    model="tunesmith/tiny-chat", max_tokens=args.max_tokens, temperature=0,
+                    model=model, max_tokens=args.max_tokens, temperature=0,
                     messages=[{"role": "user", "content": question}])
                 assert reply.choices[0].message.content is not None
 
@@ -158,11 +215,16 @@ def main() -> int:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
-    summary = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "first_chat_with_load_s": load_s,
+    load_after = os.getloadavg()
+    served = str(args.model_path or args.model)
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "cpu": machine(),
+               "src": str(args.src.resolve()), "model": served, "first_chat_with_load_s": load_s,
                "max_tokens": args.max_tokens, "concurrent_generations": args.concurrent_generations,
-               "results": results}
-    print(f"first chat (loads the model): {load_s:.1f} s; max_tokens={args.max_tokens}, "
-          f"generation cap {args.concurrent_generations}, {os.cpu_count()} CPUs\n")
+               "load_average_before": load_before, "load_average_after": load_after, "results": results}
+    print(f"{args.src.resolve()}, {served}: first chat (loads the model): {load_s:.1f} s; "
+          f"max_tokens={args.max_tokens}, generation cap {args.concurrent_generations}, "
+          f"{os.cpu_count()} CPUs "
+          f"({machine()}); load average {load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
     print("| load | clients | ok | errors | wall s | req/s | p50 s | p95 s | max s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 import torch
@@ -346,3 +347,32 @@ def test_a_cache_that_cannot_be_copied_prefills_every_row(tmp_path, tiny_model_p
     out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
                          eos_token_id=2, pad_token_id=3)
     assert ours[0].ids == ours[1].ids == again[0].ids == out[0, len(prompt):].tolist()
+
+
+def test_the_models_repetition_penalty_applies_where_the_caller_sets_none(tiny_model_path) -> None:
+    """generation_config's repetition_penalty is the model's default, as in transformers'
+    `generate`: greedy output equals generate's with it, and differs from output without it."""
+    fresh = load_trained(str(tiny_model_path))
+    fresh.model.generation_config.repetition_penalty = 30.0
+    prompts = [fresh.renderer.prompt_ids(c) for c in conversations()]
+    stops = sorted(stop_token_ids(fresh.tokenizer, fresh.model))
+    ours = generate_ids(fresh.model, fresh.tokenizer, prompts, [Sampling(max_new_tokens=12)] * 3)
+    unpenalised = generate_ids(fresh.model, fresh.tokenizer, prompts,
+                               [Sampling(max_new_tokens=12, repetition_penalty=1.0)] * 3)
+    for prompt, completion in zip(prompts, ours, strict=True):
+        out = fresh.model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                                   eos_token_id=stops, pad_token_id=fresh.tokenizer.pad_token_id)
+        assert completion.ids == out[0, len(prompt):].tolist()
+        assert completion.sampling.repetition_penalty == 30.0
+    assert [c.ids for c in ours] != [c.ids for c in unpenalised]
+
+
+def test_the_models_top_k_applies_to_sampling(tiny_model_path) -> None:
+    """generation_config's top_k holds sampled rows to the k likeliest tokens: top_k 1 samples
+    the greedy reply at any temperature; a caller's own top_k (0: off) wins over the model's."""
+    fresh = load_trained(str(tiny_model_path))
+    fresh.model.generation_config.top_k = 1
+    greedy = texts(generate(fresh, conversations(), Sampling(max_new_tokens=12)))
+    hot = Sampling(max_new_tokens=12, temperature=1.8, seed=3)
+    assert texts(generate(fresh, conversations(), hot)) == greedy
+    assert texts(generate(fresh, conversations(), replace(hot, top_k=0))) != greedy

@@ -15,6 +15,7 @@ limit, and stops at the chat template's end-of-turn token as well as at EOS.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import secrets
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 
 from tunesmith.data.records import Message
 
+log = logging.getLogger(__name__)
 GENERATION_BATCH = 16
 """Rows generated together by `generate`; prompts are sorted by length first so a batch pads little."""
 
@@ -40,6 +42,50 @@ class Sampling:
     """Text the reply is cut before (not included, as in the hosted API)."""
     seed: int | None = None
     """Repeatable sampling; None draws a fresh seed."""
+    repetition_penalty: float | None = None
+    """Tokens already in the prompt or reply made less likely (transformers' definition: a
+    positive logit divided by it, a negative one multiplied); applies to greedy rows too.
+    None: the model's generation_config value, else 1 (off)."""
+    top_k: int | None = None
+    """Sampling only among the k likeliest tokens (0: off). None: the model's generation_config
+    value, else off."""
+
+
+MODEL_DEFAULTS = ("repetition_penalty", "top_k")
+"""The generation_config fields the engine takes as the model's defaults where the caller left
+them unset (as transformers' `generate` did). temperature, top_p and do_sample come from the
+caller (the API's parameters, the recipe): a request that leaves temperature out gets the
+hosted API's default, 1. Any other field the model's file sets (min_p, no_repeat_ngram_size,
+typical_p, ...) is not applied; `model_defaults` logs it once per model."""
+_NOT_APPLIED = ("min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "no_repeat_ngram_size",
+                "encoder_repetition_penalty", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+                "sequence_bias", "length_penalty", "num_beams", "forced_bos_token_id", "forced_eos_token_id",
+                "exponential_decay_length_penalty", "min_new_tokens", "min_length")
+_WARNED: set[int] = set()
+
+
+def model_defaults(model: Any) -> dict[str, Any]:
+    """The MODEL_DEFAULTS values the model's generation_config sets (transformers 5 leaves an
+    unset field None); read at each batch's start, so a config changed since is followed."""
+    config = getattr(model, "generation_config", None)
+    ignored = [name for name in _NOT_APPLIED if getattr(config, name, None) not in (None, [], {}, 1.0, 0)]
+    if ignored and id(config) not in _WARNED:
+        _WARNED.add(id(config))
+        log.warning("the model's generation_config sets %s, which tunesmith's generation does not apply "
+                    "(it applies %s)", ", ".join(ignored), ", ".join(MODEL_DEFAULTS))
+    return {name: getattr(config, name) for name in MODEL_DEFAULTS if getattr(config, name, None) is not None}
+
+
+def resolved(sampling: Sampling, model: Any) -> Sampling:
+    """`sampling` with the model's defaults filled in where it leaves them None, then off
+    (penalty 1, top-k 0) where the model has none either."""
+    defaults = model_defaults(model)
+    penalty = sampling.repetition_penalty if sampling.repetition_penalty is not None \
+        else float(defaults.get("repetition_penalty", 1.0))
+    top_k = sampling.top_k if sampling.top_k is not None else int(defaults.get("top_k", 0))
+    if penalty == sampling.repetition_penalty and top_k == sampling.top_k:
+        return sampling
+    return replace(sampling, repetition_penalty=penalty, top_k=top_k)
 
 
 class StopScanner:
@@ -337,6 +383,7 @@ class Batch:
             raise RuntimeError("this batch's cache cannot take new rows until it ends")
         for c in new:  # each row's own tokenizer's end-of-turn token (an adapter may bring its own)
             c._stop_ids = stop_token_ids(c.tokenizer, self.model) if self.stop_ids is None else self.stop_ids
+            c.sampling = resolved(c.sampling, self.model)
         device = self.model.device
         generators = [_generator(c.sampling.seed, device) for c in new]
         with torch.inference_mode():
@@ -527,7 +574,8 @@ def _generator(seed: int | None, device: Any) -> Any:
 
 def _pick(rows: Sequence[Completion], generators: Sequence[Any], logits: Any) -> Any:
     """Each row's next token ([rows] on the device): argmax for greedy rows, a draw with the
-    row's own generator otherwise, among the tokens its constraint allows.
+    row's own generator otherwise (temperature, top-k, then top-p, transformers' order), among
+    the tokens its constraint allows, after its repetition penalty.
 
     Written here because transformers' sampling draws from the process-wide random state and
     applies one temperature to a whole batch: a seed set with torch.manual_seed is consumed by
@@ -536,6 +584,11 @@ def _pick(rows: Sequence[Completion], generators: Sequence[Any], logits: Any) ->
     import torch
 
     for index, row in enumerate(rows):
+        penalty = row.sampling.repetition_penalty
+        if penalty is not None and penalty != 1.0 and not row.finished:  # as transformers' processor
+            seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.ids)), device=logits.device)
+            scores = logits[index, seen]
+            logits[index, seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
         if row.constraint is not None and not row.finished:
             # nothing allowed (the constraint is stuck): the reply ends here
             allowed = list(row.constraint(row.prompt_ids + row.ids)) or sorted(row._stop_ids)
@@ -548,6 +601,9 @@ def _pick(rows: Sequence[Completion], generators: Sequence[Any], logits: Any) ->
         if temperature <= 0 or row.finished:
             continue
         scaled = logits[index].float() / temperature
+        if row.sampling.top_k and row.sampling.top_k < scaled.shape[-1]:
+            kth = torch.topk(scaled, row.sampling.top_k).values[-1]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
         if top_p < 1:
             ordered, order = torch.sort(scaled, descending=False)
             drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
