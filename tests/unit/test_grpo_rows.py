@@ -81,3 +81,23 @@ def test_a_continuation_row_predicts_each_first_token_from_the_prompt() -> None:
     assert plain.token_seq.tolist() == row.token_seq.tolist()  # the same trained tokens, in order
     with pytest.raises(ValueError, match="at least one token"):
         collate_continuations([1, 2], [[3], []])
+
+
+def test_groups_are_sampled_from_the_policy_not_the_model_files_top_k(tiny_model_path) -> None:
+    """The loss weighs each completion by the policy's own log-probabilities, so sampling must
+    not take a generation_config's top-k or repetition penalty: with the file's top_k = 1 every
+    completion of a group would be the greedy one."""
+    from tunesmith.model.inference import load_trained
+
+    loaded = load_trained(str(tiny_model_path))
+    loaded.model.generation_config.top_k = 1
+    loaded.model.generation_config.repetition_penalty = 30.0
+    config = ReinforcementConfig(graders=[{"type": "string_check", "operation": "eq",
+                                           "input": "{{sample.output_text}}", "reference": "x"}],
+                                 group_size=8, max_new_tokens=8, temperature=3.0)
+    made = GroupRelativeObjective(config)
+    made.tokenizer = loaded.tokenizer
+    torch.manual_seed(0)
+    prompt = loaded.renderer.prompt_ids([{"role": "user", "content": "What colour is the sky?"}])
+    (group,) = made.sample(loaded.model, [PromptExample(prompt, {}, None, 0)], "cpu")
+    assert len({tuple(c) for c in group}) > 1, group

@@ -172,8 +172,10 @@ class GroupRelativeObjective:
         config, size = self.config, self.config.group_size
         prompts = [e.prompt_ids for e in examples for _ in range(size)]
         seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
-        samplings = [Sampling(config.max_new_tokens, config.temperature, config.top_p, seed=int(seed))
-                     for seed in seeds]
+        # From the policy itself, never the model file's repetition penalty or top-k: the loss
+        # weighs each completion by the policy's own log-probabilities of it.
+        samplings = [Sampling(config.max_new_tokens, config.temperature, config.top_p, seed=int(seed),
+                              repetition_penalty=1.0, top_k=0) for seed in seeds]
         was_training = model.training
         model.eval()
         try:
