@@ -97,3 +97,13 @@ def test_the_training_start_lines_fit_and_say_where_the_validation_comes_from(
     why = [line for line in lines if line.startswith("    ")]
     assert " ".join(line.strip() for line in why) == f"why float32: {reason}"
     assert lines[-1] == f"  run: runs/{RUN}"
+
+
+def test_wrapped_lines_keep_a_long_path_whole_on_a_line_of_its_own() -> None:
+    from tunesmith.commands.console import print_indented
+
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=False, color_system=None)
+    path = "/tmp/" + "deep/" * 20 + "hf"  # longer than the line
+    print_indented(console, f"registered smollm2-135m-instruct -> {path}", "    ", first="  ")
+    assert out.getvalue().splitlines() == ["  registered smollm2-135m-instruct ->", f"    {path}"]

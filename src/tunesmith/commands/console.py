@@ -37,7 +37,8 @@ def shown_path(path: Path | str) -> str:
 
 def print_indented(out: Console, text: str, indent: str = "    ", first: str | None = None) -> None:
     """Plain text wrapped to the terminal with every line indented (rich would start its
-    continuation lines at the margin); `first` leads the first line instead of `indent`."""
+    continuation lines at the margin); `first` leads the first line instead of `indent`. A word
+    longer than a line (a path) gets a line of its own, whole, so it can be copied."""
     out.print(textwrap.fill(text, width=max(40, out.width), initial_indent=indent if first is None else first,
-                            subsequent_indent=indent, break_on_hyphens=False),
+                            subsequent_indent=indent, break_on_hyphens=False, break_long_words=False),
               highlight=False, markup=False, soft_wrap=True)

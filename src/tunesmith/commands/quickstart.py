@@ -150,7 +150,7 @@ def _ensure_pulled(console: Any) -> None:
     from tunesmith.errors import ModelError
 
     try:
-        pull(REAL_MODEL, progress=lambda message: console.print(f"  {message}", highlight=False))
+        pull(REAL_MODEL, progress=lambda message: print_indented(console, message, "    ", first="  "))
     except ModelError as exc:
         raise ModelError(exc.message, where=exc.where,
                          fix=f"{exc.fix + '; or ' if exc.fix else ''}run `tunesmith quickstart --tiny` "
