@@ -267,17 +267,22 @@ def test_rows_join_a_running_batch_and_leave_it_when_done(loaded) -> None:
     assert short.ids == alone.ids
 
 
-def test_a_sliding_window_model_generates_but_takes_no_newcomers(tmp_path, tiny_model_path) -> None:
-    """A cache whose layers cannot be padded and cut (sliding window) is never merged: the batch
-    refuses joiners while it runs and its finished rows ride along, ignored."""
+def _sliding_window_model(tiny_model_path):
+    """A tiny random Mistral with a sliding window of 4 (its cache cannot be padded, cut or
+    copied), and the bundled tokenizer."""
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
     config = MistralConfig(vocab_size=2048, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, num_key_value_heads=1, sliding_window=4,
                            max_position_embeddings=256, pad_token_id=3, eos_token_id=2, bos_token_id=0)
-    model = MistralForCausalLM(config).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    return MistralForCausalLM(config).eval(), AutoTokenizer.from_pretrained(tiny_model_path)
+
+
+def test_a_sliding_window_model_generates_but_takes_no_newcomers(tmp_path, tiny_model_path) -> None:
+    """A cache whose layers cannot be padded and cut (sliding window) is never merged: the batch
+    refuses joiners while it runs and its finished rows ride along, ignored."""
+    model, tokenizer = _sliding_window_model(tiny_model_path)
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12]]
     ours = generate_ids(model, tokenizer, prompts, [Sampling(max_new_tokens=8), Sampling(max_new_tokens=3)],
                         stop_ids=frozenset({2}))
@@ -325,14 +330,7 @@ def test_rows_with_the_same_prompt_share_one_prefill(loaded) -> None:
 def test_a_cache_that_cannot_be_copied_prefills_every_row(tmp_path, tiny_model_path) -> None:
     """Sliding-window caches are not copied between rows: each row is prefilled, and greedy
     replies still equal transformers' own."""
-    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(0)
-    config = MistralConfig(vocab_size=2048, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, sliding_window=4,
-                           max_position_embeddings=256, pad_token_id=3, eos_token_id=2, bos_token_id=0)
-    model = MistralForCausalLM(config).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    model, tokenizer = _sliding_window_model(tiny_model_path)
     prompt = [5, 6, 7, 8, 9, 10]
     sizes, handle = _prefill_sizes(model)
     try:
