@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
-from tunesmith.data.pack import IGNORE_INDEX
 from tunesmith.model.adapters import causal_lm
-from tunesmith.train.loss import TILE_LOGITS, hidden_states
+from tunesmith.train.loss import TILE_LOGITS, hidden_states, predicting_states
 
 
 def _chunk(part: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
@@ -95,20 +94,12 @@ def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torc
     sequence's first token is predicted from the prefix's last position.
     """
     hidden = hidden_states(model, input_ids, position_ids, shared_prefix=shared_prefix)
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
-    if shared_prefix:
-        assert position_ids is not None  # a shared-prefix row always has them
-        source = torch.arange(-1, input_ids.shape[1] - 1, device=input_ids.device)
-        source[position_ids[0] == shared_prefix] = shared_prefix - 1
-        selected = hidden[0, source[1:][keep[0]]]
-    else:
-        selected = hidden[:, :-1][keep]
+    selected, keep = predicting_states(hidden, labels, position_ids, shared_prefix)
     lm = causal_lm(model)
     head = lm.get_output_embeddings()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
     tile = max(1, min(chunk_tokens, TILE_LOGITS // head.weight.shape[0]))
-    return _TokenLogProb.apply(selected, head.weight, head.bias, targets[keep], softcap, tile)
+    return _TokenLogProb.apply(selected, head.weight, head.bias, labels[:, 1:][keep], softcap, tile)
 
 
 @dataclass(slots=True)

@@ -290,10 +290,12 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids:
     return out.last_hidden_state
 
 
-def _targeted(hidden: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None,
+def predicting_states(hidden: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None,
               shared_prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The hidden states that predict each set label, and where the labels are set (on
-    `labels[:, 1:]`), in row order."""
+    `labels[:, 1:]`), in row order; in a shared-prefix row an example's first token is
+    predicted from the prefix's last position. The one home of that mapping (SFT, evaluation,
+    log-probs for preference and RL)."""
     keep = labels[:, 1:] != IGNORE_INDEX
     if shared_prefix:
         assert position_ids is not None  # a shared-prefix row always has them
@@ -315,7 +317,7 @@ def token_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Te
     of the label, and the loss there is KL(teacher || model) (`kl_sum`).
     """
     hidden = hidden_states(model, input_ids, position_ids, attention_mask, shared_prefix)
-    selected, keep = _targeted(hidden, labels, position_ids, shared_prefix)
+    selected, keep = predicting_states(hidden, labels, position_ids, shared_prefix)
     targets = labels[:, 1:][keep]
     head = causal_lm(model).get_output_embeddings()
     softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
@@ -341,7 +343,7 @@ def teacher_states(reference: torch.nn.Module, batch: PackedBatch) -> Teacher:
     over only the examples that hold them (`PackedBatch.distilled_only`)."""
     part = batch.distilled_only()
     hidden = hidden_states(reference, part.input_ids, part.position_ids, shared_prefix=part.shared_prefix)
-    selected, keep = _targeted(hidden, part.labels, part.position_ids, part.shared_prefix)
+    selected, keep = predicting_states(hidden, part.labels, part.position_ids, part.shared_prefix)
     assert part.distill is not None
     return Teacher(selected[part.distill[:, 1:][keep]], causal_lm(reference).get_output_embeddings())
 
@@ -355,7 +357,7 @@ def example_losses(model: torch.nn.Module, input_ids: torch.Tensor, labels: torc
     a packed row attend only to themselves (and a shared prefix, held once: `lengths` are the
     examples' own, prefix included) and each is scored on its own targets."""
     hidden = hidden_states(model, input_ids, position_ids, shared_prefix=shared_prefix)
-    selected, keep = _targeted(hidden, labels, position_ids, shared_prefix)
+    selected, keep = predicting_states(hidden, labels, position_ids, shared_prefix)
     targets = labels[:, 1:][keep]
     in_row = [lengths[0], *(length - shared_prefix for length in lengths[1:])]
     owner = torch.repeat_interleave(torch.arange(len(lengths), device=labels.device),
