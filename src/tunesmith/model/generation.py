@@ -76,10 +76,9 @@ def model_defaults(model: Any) -> dict[str, Any]:
     return {name: getattr(config, name) for name in MODEL_DEFAULTS if getattr(config, name, None) is not None}
 
 
-def resolved(sampling: Sampling, model: Any) -> Sampling:
-    """`sampling` with the model's defaults filled in where it leaves them None, then off
-    (penalty 1, top-k 0) where the model has none either."""
-    defaults = model_defaults(model)
+def resolved(sampling: Sampling, defaults: dict[str, Any]) -> Sampling:
+    """`sampling` with the model's defaults (`model_defaults`) filled in where it leaves them
+    None, then off (penalty 1, top-k 0) where the model has none either."""
     penalty = sampling.repetition_penalty if sampling.repetition_penalty is not None \
         else float(defaults.get("repetition_penalty", 1.0))
     top_k = sampling.top_k if sampling.top_k is not None else int(defaults.get("top_k", 0))
@@ -381,9 +380,10 @@ class Batch:
             return
         if not self.joinable:
             raise RuntimeError("this batch's cache cannot take new rows until it ends")
+        defaults = model_defaults(self.model)
         for c in new:  # each row's own tokenizer's end-of-turn token (an adapter may bring its own)
             c._stop_ids = stop_token_ids(c.tokenizer, self.model) if self.stop_ids is None else self.stop_ids
-            c.sampling = resolved(c.sampling, self.model)
+            c.sampling = resolved(c.sampling, defaults)
         device = self.model.device
         generators = [_generator(c.sampling.seed, device) for c in new]
         with torch.inference_mode():
