@@ -276,3 +276,37 @@ def test_a_failed_parity_check_fails_the_export_and_writes_nothing(run_dir, tmp_
     assert code == 2
     assert "max logit difference" in capsys.readouterr().err
     assert not (tmp_path / "exports").exists() or list((tmp_path / "exports").iterdir()) == []
+
+
+def test_a_gguf_converts_once_into_the_same_weights_and_tokenizer(tiny_model_path, tmp_path) -> None:
+    """`models pull`'s conversion: an f32 GGUF of the tiny model comes back as the same float32
+    weights and a tokenizer that encodes alike, the file parsed once (not once per loader) and
+    gguf's own reader back in place afterwards."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    from tunesmith.model.pull import convert_gguf
+
+    exported = export_model(str(tiny_model_path), "gguf", tmp_path / "gguf", dtype="f32")
+    reader_class, parsed, said = gguf.GGUFReader, [], []
+
+    class CountingReader(reader_class):
+        def __init__(self, *args, **kwargs):
+            parsed.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    gguf.GGUFReader = CountingReader
+    try:
+        convert_gguf(exported.out / "model-f32.gguf", tmp_path / "hf", said.append)
+    finally:
+        gguf.GGUFReader = reader_class
+    assert len(parsed) == 1
+    assert said == ["reading the tokenizer", "dequantising the weights to float32",
+                    "saving safetensors and the tokenizer"]
+    original = load_file(tiny_model_path / "model.safetensors")
+    converted = load_file(tmp_path / "hf" / "model.safetensors")
+    assert converted.keys() == original.keys()
+    assert all(torch.equal(original[k], converted[k]) for k in original)
+    text = "The blue box holds 42 red pens."
+    assert (AutoTokenizer.from_pretrained(tmp_path / "hf")(text).input_ids
+            == AutoTokenizer.from_pretrained(tiny_model_path)(text).input_ids)

