@@ -204,3 +204,30 @@ def test_eval_of_a_registered_model_records_the_verdict(lora_run, tmp_path, asse
     assert report["systems"] == ["tuned", "base", "fewshot", "retrieval"] and report["scores"] == {}
     assert code == (1 if recorded["status"] == "red" else 0)
     assert "verdict:" in capsys.readouterr().out
+
+
+def test_every_system_generates_in_one_batch_with_the_replies_of_one_at_a_time(
+        lora_run, tmp_path, assets_dir, monkeypatch) -> None:
+    """A LoRA run's tuned, base, few-shot and retrieval replies come from one mixed-adapter
+    batch (the adapter on for the tuned rows only), and are the replies each system gives
+    generating alone."""
+    from tunesmith.evaluate.models import Models
+
+    lora_run = lora_run[0]
+    heldout = small_support(assets_dir, tmp_path, 4)
+    settings = EvaluationConfig(baselines=["base", "fewshot", "retrieval"], max_new_tokens=10,
+                                bootstrap_samples=50, max_train_examples=20, few_shot_k=2, retrieval_k=2)
+
+    def replies(out: str) -> tuple[dict, list[str]]:
+        said: list[str] = []
+        report, _ = evaluate_model(lora_run, heldout, settings, out_dir=tmp_path / out, progress=said.append)
+        return {s: [i["reply"][s] for i in report["examples_detail"]["items"]] for s in report["systems"]}, said
+
+    together, said = replies("together")
+    assert any("together" in line for line in said)
+    assert not any("generating" in line and "together" not in line for line in said)
+    monkeypatch.setattr(Models, "mixed_adapter", lambda self: None)
+    alone, said_alone = replies("alone")
+    assert sum("generating" in line for line in said_alone) == 4
+    assert together == alone
+    assert together["tuned"] != together["base"]  # the adapter was on for the tuned rows only

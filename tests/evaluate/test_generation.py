@@ -53,6 +53,39 @@ def test_batched_greedy_matches_one_by_one(loaded) -> None:
     assert [r[0].ids for r in batched] == ids_alone  # token for token, not just the text
 
 
+def test_a_shared_prefix_runs_once_and_changes_nothing(loaded, monkeypatch) -> None:
+    """Few-shot prompts (the same examples first, then questions of different lengths): the
+    common prefix is prefilled once for all rows, and every row's next-token logits and greedy
+    reply are those of the plain left-padded batch; a wrong position or mask would move them."""
+    shots = [{"role": "user", "content": "Where is my parcel?"},
+             {"role": "assistant", "content": "postroom"},
+             {"role": "user", "content": "My card was charged twice."},
+             {"role": "assistant", "content": "ledger"}]
+    prompts = [loaded.renderer.prompt_ids([*shots, {"role": "user", "content": q}]) for q in QUESTIONS]
+    shared = generation._shared_prefix([(p, "") for p in prompts])
+    assert shared >= 30 and len({len(p) for p in prompts}) == 3
+
+    def prefill(minimum: int):
+        monkeypatch.setattr(generation, "SHARED_PREFIX", minimum)
+        sizes, handle = _prefill_sizes(loaded.model)
+        try:
+            with torch.inference_mode():
+                logits, *_ = generation.Batch(loaded.model, loaded.tokenizer)._prefill_prompts(
+                    [(p, generation.BASE_ADAPTER) for p in prompts])
+            replies = [c.ids for c in generate_ids(loaded.model, loaded.tokenizer, prompts,
+                                                   [Sampling(max_new_tokens=12)] * 3)]
+        finally:
+            handle.remove()
+        return logits, replies, sizes
+
+    plain, plain_replies, plain_sizes = prefill(10_000)
+    once, once_replies, once_sizes = prefill(16)
+    assert plain_sizes[0] == (3, max(map(len, prompts)))
+    assert once_sizes[0] == (1, shared) and once_sizes[1] == (3, max(map(len, prompts)) - shared)
+    torch.testing.assert_close(once, plain, atol=1e-4, rtol=1e-4)
+    assert once_replies == plain_replies and all(once_replies)
+
+
 def test_seeded_sampling_repeats_and_leaves_global_rng_alone(loaded) -> None:
     hot = Sampling(max_new_tokens=12, temperature=1.5, seed=7)
     torch.manual_seed(123)
@@ -172,13 +205,13 @@ def test_grpo_samples_through_the_engine(loaded, monkeypatch) -> None:
     from tunesmith.train.objectives.grpo import GroupRelativeObjective, PromptExample
 
     batches: list[int] = []
-    real = generation.run_batch
+    real = generation.Batch.add
 
-    def spy(model, tokenizer, completions, stop_ids=None):
+    def spy(self, completions, adapters=None):
         batches.append(len(completions))
-        return real(model, tokenizer, completions, stop_ids)
+        return real(self, completions, adapters)
 
-    monkeypatch.setattr(generation, "run_batch", spy)
+    monkeypatch.setattr(generation.Batch, "add", spy)
     config = ReinforcementConfig(graders=[{"type": "string_check", "operation": "eq",
                                            "input": "{{sample.output_text}}", "reference": "x"}],
                                  group_size=3, max_new_tokens=8)
@@ -298,11 +331,12 @@ def test_a_sliding_window_model_generates_but_takes_no_newcomers(tmp_path, tiny_
 
 
 def _prefill_sizes(model) -> tuple[list[tuple[int, int]], object]:
-    """Records [rows, positions] of every forward that starts without a cache (a prefill)."""
+    """Records [rows, positions] of every forward of more than one position (a prefill: a shared
+    prefix's, or the rows' own tokens)."""
     sizes: list[tuple[int, int]] = []
 
     def hook(module, args, kwargs):
-        if kwargs.get("past_key_values") is None and kwargs.get("cache") is None:
+        if kwargs["input_ids"].shape[1] > 1:
             sizes.append(tuple(kwargs["input_ids"].shape))
 
     return sizes, model.register_forward_pre_hook(hook, with_kwargs=True)
@@ -320,7 +354,9 @@ def test_rows_with_the_same_prompt_share_one_prefill(loaded) -> None:
         together = generate_ids(loaded.model, loaded.tokenizer, rows, samplings, batch_size=len(rows))
     finally:
         handle.remove()
-    assert sizes == [(2, max(map(len, prompts)))]  # two distinct prompts, each run once
+    shared = next(i for i, (a, b) in enumerate(zip(*prompts, strict=False)) if a != b)
+    assert shared >= generation.SHARED_PREFIX  # the template's system prompt
+    assert sizes == [(1, shared), (2, max(map(len, prompts)) - shared)]  # two distinct prompts, once each
     for prompt, sampling, completion in zip(rows, samplings, together, strict=True):
         alone = generate_ids(loaded.model, loaded.tokenizer, [prompt], [sampling])[0]
         assert completion.ids == alone.ids and completion.result() == alone.result()

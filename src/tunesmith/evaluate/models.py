@@ -85,6 +85,21 @@ class Models:
         yield self._base
 
 
+    def mixed_adapter(self) -> str | None:
+        """The tuned model's adapter where every system can generate in one batch with it
+        (PEFT's mixed-adapter batch: the adapter on for tuned rows, off for base rows); None
+        for a merged or fully tuned model, or an adapter PEFT cannot mix."""
+        from peft import PeftModel
+
+        from tunesmith.model.generation import mixable
+
+        model = self.tuned.model
+        if not isinstance(model, PeftModel):
+            return None
+        name = model.active_adapter
+        return name if isinstance(name, str) and mixable(model, name) else None
+
+
 def max_positions(loaded: Any, fallback: int) -> int:
     return int(getattr(loaded.model.config, "max_position_embeddings", None) or fallback)
 

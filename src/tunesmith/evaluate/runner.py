@@ -86,6 +86,12 @@ class Evaluation:
         replies: dict[str, list[str | None]] = {}
         grades: dict[str, dict[str, list[float]]] = {g.name: {} for g in graders}
         errors: dict[str, dict[str, list[str | None]]] = {g.name: {} for g in graders}
+        wanted = {id(i) for i in generating}
+        positions = [n for n, i in enumerate(items) if id(i) in wanted]
+        prompts = {system: [with_shots(items[n].prompt or [], shots[system][n]) for n in positions]
+                   for system in systems}
+        tools = [items[n].tools for n in positions]
+        together = models.mixed_adapter() if generating else None
         try:
             for system in systems:
                 with models.use(system) as loaded:
@@ -95,14 +101,23 @@ class Evaluation:
                                 for n, i in enumerate(items)]
                     losses[system] = example_losses(loaded, examples, self.target.chunk_tokens, self.device)
                     replies[system] = [None] * len(items)
-                    if generating:
+                    if generating and together is None:
                         self.say(f"{system}: generating {len(generating)} replies")
-                        wanted = {id(i) for i in generating}
-                        positions = [n for n, i in enumerate(items) if id(i) in wanted]
-                        prompts = [with_shots(items[n].prompt or [], shots[system][n]) for n in positions]
-                        texts = self._generate(loaded, prompts, [items[n].tools for n in positions])
+                        texts = self._generate(loaded, prompts[system], tools)
                         for n, text in zip(positions, texts, strict=True):
                             replies[system][n] = text
+            if together is not None:
+                # One batch for every system: the adapter on for the tuned rows, off for the rest.
+                self.say(f"generating {len(generating)} replies each, {', '.join(systems)} together")
+                every = [p for system in systems for p in prompts[system]]
+                adapters = [together if s == "tuned" else None for s in systems for _ in positions]
+                texts = self._generate(models.tuned, every, tools * len(systems), adapters,
+                                       [k for k in range(len(systems)) for _ in positions])
+                for k, system in enumerate(systems):
+                    for n, text in zip(positions, texts[k * len(positions) : (k + 1) * len(positions)],
+                                       strict=True):
+                        replies[system][n] = text
+            for system in systems:
                 for grader, applies_to in zip(graders, applies, strict=True):
                     # Aligned with items; None where the grader does not apply or nothing was generated.
                     scores: list[float | None] = [None] * len(items)
@@ -188,16 +203,18 @@ class Evaluation:
             lead += 1
         return ChatRecord([*messages[:lead], *quiet, *messages[lead:]], item.record.source, item.record.tools)
 
-    def _generate(self, loaded: Any, prompts: list[list[Message]],
-                  tools: list[Any] | None = None) -> list[str]:
+    def _generate(self, loaded: Any, prompts: list[list[Message]], tools: list[Any] | None = None,
+                  adapters: list[str | None] | None = None, groups: list[int] | None = None) -> list[str]:
         """Greedy (or sampled) replies through the one generation engine, each prompt given
-        its item's tools as training renders them."""
+        its item's tools as training renders them (and its adapter and prefill group, when
+        several systems generate in one batch)."""
         from tunesmith.model.generation import Sampling, generate
 
         s = self.settings
         sampling = Sampling(max_new_tokens=s.max_new_tokens, temperature=s.temperature, stop=tuple(s.stop),
                             seed=s.bootstrap_seed)
-        return [group[0].result().strip() for group in generate(loaded, prompts, sampling, tools=tools)]
+        done = generate(loaded, prompts, sampling, tools=tools, adapters=adapters, groups=groups)
+        return [group[0].result().strip() for group in done]
 
     def _report(self, items: list[Item], systems: list[str], losses: dict[str, list[dict[str, float]]],
                 replies: dict[str, list[str | None]], grades: dict[str, dict[str, list[float]]],

@@ -27,7 +27,10 @@ from tunesmith.data.records import Message
 
 log = logging.getLogger(__name__)
 GENERATION_BATCH = 16
-"""Rows generated together by `generate`; prompts are sorted by length first so a batch pads little."""
+"""Prompts prefilled together by `generate`; sorted by length first so a prefill pads little."""
+RUNNING_ROWS = 64
+"""Rows `generate` decodes together: on a CPU a decode step reads every weight once whatever the
+rows, so more rows cost little more per step, while the cache grows with each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +325,25 @@ BASE_ADAPTER = "__base__"
 """PEFT's name for "no adapter" in a mixed-adapter batch (adapter_names)."""
 
 
+def mixable(model: Any, adapter: str) -> bool:
+    """Whether PEFT's mixed-adapter batch inference (`adapter_names`) takes `adapter`: a LoRA
+    adapter, not DoRA, not merged, on no layer PEFT cannot mix (peft's
+    LoraLayer._check_forward_args and the layers that override it)."""
+    from peft.tuners.lora import LoraLayer
+
+    config = getattr(model, "peft_config", {}).get(adapter)
+    if config is None or str(getattr(config, "peft_type", "")) not in ("LORA", "PeftType.LORA"):
+        return False
+    held = False
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and (adapter in module.lora_A or adapter in module.lora_embedding_A):
+            held = True
+            if module.use_dora.get(adapter, False) or module.merged \
+                    or type(module).__name__ in ("MultiheadAttention", "ParamWrapper"):
+                return False
+    return held
+
+
 class Batch:
     """Rows decoded together one token at a time, by our own loop over the model's forward.
 
@@ -418,14 +440,37 @@ class Batch:
         return self._prefill_prompts([(c.prompt_ids, name) for c, name in zip(rows, names, strict=True)])
 
     def _prefill_prompts(self, prompts: list[tuple[list[int], str]]) -> tuple[Any, Any, Any, Any]:
+        """A left-padded prefill; where every prompt starts with the same tokens under the same
+        adapter (a system prompt, a few-shot prompt's examples), that prefix runs once and its
+        cache is copied to every row, the rest padded after it: [prefix, padding, own tokens].
+        The mask and positions say exactly what a left-padded row would, so each row attends
+        to the same keys at the same positions."""
         import torch
 
         device = self.model.device
-        width = max(len(p) for p, _ in prompts)
-        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p, _ in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p, _ in prompts], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, cache = self._forward(ids, mask, positions, None, [name for _, name in prompts], prefill=True)
+        shared = _shared_prefix(prompts)
+        kind = type(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model)
+        cache = None
+        if shared and _COPIES_PREFILL.get(kind, True):
+            head = torch.tensor([prompts[0][0][:shared]], device=device)
+            head_mask = torch.ones_like(head)
+            _, cache = self._forward(head, head_mask, torch.arange(shared, device=device)[None],
+                                     None, [prompts[0][1]], prefill=True)
+            if _plain_cache(cache):
+                cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
+            else:
+                _COPIES_PREFILL[kind], cache, shared = False, None, 0
+        else:
+            shared = 0
+        own = [p[shared:] for p, _ in prompts]
+        width = max(len(p) for p in own)
+        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in own], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in own], device=device)
+        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        if shared:
+            mask = torch.cat([mask.new_ones((len(own), shared)), mask], dim=1)
+        names = [name for _, name in prompts]
+        logits, cache = self._forward(ids, mask, positions, cache, names, prefill=True)
         return logits, cache, mask, positions
 
     def step(self) -> None:
@@ -515,6 +560,21 @@ class Batch:
             self.mask = self.mask[:, padding:]
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[..., padding:, :], layer.values[..., padding:, :]
+
+
+SHARED_PREFIX = 16
+"""Fewest leading tokens common to a prefill's prompts that are run once for all of them."""
+
+
+def _shared_prefix(prompts: Sequence[tuple[list[int], str]]) -> int:
+    """How many leading tokens every prompt shares (0 if fewer than SHARED_PREFIX, one prompt, or
+    several adapters); each row keeps at least one token of its own to predict from."""
+    if len(prompts) < 2 or len({name for _, name in prompts}) > 1:
+        return 0
+    first, length = prompts[0][0], min(len(p) for p, _ in prompts) - 1
+    for ids, _ in prompts[1:]:
+        length = next((i for i in range(length) if ids[i] != first[i]), length)
+    return length if length >= SHARED_PREFIX else 0
 
 
 _COPIES_PREFILL: dict[type, bool] = {}
@@ -617,29 +677,58 @@ def _pick(rows: Sequence[Completion], generators: Sequence[Any], logits: Any) ->
 
 
 def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[list[int]], samplings: Sequence[Sampling],
-                 stop_ids: frozenset[int] | None = None,
-                 batch_size: int = GENERATION_BATCH) -> list[Completion]:
-    """One finished completion per tokenized prompt, in order, generated in left-padded
-    batches of prompts of similar length."""
+                 stop_ids: frozenset[int] | None = None, batch_size: int = GENERATION_BATCH, *,
+                 adapters: Sequence[str | None] | None = None,
+                 groups: Sequence[int] | None = None) -> list[Completion]:
+    """One finished completion per tokenized prompt, in order. Prompts are prefilled up to
+    `batch_size` at a time, of similar length and of one group (callers group prompts that
+    share a prefix, which each prefill then runs once), and up to RUNNING_ROWS decode together,
+    newcomers joining as earlier rows finish, so a long reply holds up no other batch.
+    `adapters` gives each row its PEFT adapter (None: the base) in one mixed batch, for
+    adapters `mixable` says PEFT can mix."""
     completions = [Completion(tokenizer, p, s) for p, s in zip(prompts, samplings, strict=True)]
     stops = stop_token_ids(tokenizer, model) if stop_ids is None else stop_ids
-    order = sorted(range(len(completions)), key=lambda i: len(completions[i].prompt_ids))
-    for start in range(0, len(order), batch_size):
-        run_batch(model, tokenizer, [completions[i] for i in order[start : start + batch_size]], stops)
+    named = list(adapters) if adapters is not None else [None] * len(completions)
+    group = list(groups) if groups is not None else [0] * len(completions)
+    chunks = []
+    for g in dict.fromkeys(group):
+        members = sorted((i for i in range(len(completions)) if group[i] == g),
+                         key=lambda i: len(completions[i].prompt_ids))
+        chunks += [members[start : start + batch_size] for start in range(0, len(members), batch_size)]
+    batch = Batch(model, tokenizer, stops)
+    batch.mix = any(a is not None for a in named)
+    try:
+        for chunk in chunks:
+            while batch.rows and (not batch.joinable or len(batch.rows) + len(chunk) > RUNNING_ROWS):
+                batch.step()
+            batch.add([completions[i] for i in chunk], [named[i] for i in chunk])
+        while batch.rows:
+            batch.step()
+    except BaseException as exc:
+        for c in completions:
+            c._fail(exc)  # those already done keep their reply
+        raise
     return completions
 
 
 def generate(loaded: Any, conversations: Sequence[list[Message]], sampling: Sampling, *, n: int = 1,
-             tools: Sequence[Any] | None = None) -> list[list[Completion]]:
+             tools: Sequence[Any] | None = None, adapters: Sequence[str | None] | None = None,
+             groups: Sequence[int] | None = None) -> list[list[Completion]]:
     """`n` finished completions of each conversation (a LoadedModel's chat template), in
     order. `tools`, one entry per conversation, are given to the template as training gives
-    them. With a seed, completion k of every conversation is drawn with seed + k."""
+    them; `adapters` and `groups`, one per conversation, are generate_ids'. With a seed,
+    completion k of every conversation is drawn with seed + k."""
     if n < 1:
         raise ValueError("n must be at least 1")
     tools = list(tools) if tools is not None else [None] * len(conversations)
     prompts = [loaded.renderer.prompt_ids(list(m), t) for m, t in zip(conversations, tools, strict=True)]
     samplings = [choice(sampling, k) for _ in prompts for k in range(n)]
-    done = generate_ids(loaded.model, loaded.tokenizer, [p for p in prompts for _ in range(n)], samplings)
+
+    def each(values: Sequence[Any] | None) -> list[Any] | None:
+        return None if values is None else [v for v in values for _ in range(n)]
+
+    done = generate_ids(loaded.model, loaded.tokenizer, [p for p in prompts for _ in range(n)], samplings,
+                        adapters=each(adapters), groups=each(groups))
     return [done[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
-from tunesmith.model.generation import Batch, Completion
+from tunesmith.model.generation import Batch, Completion, mixable
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 30.0
@@ -158,24 +158,6 @@ class Batcher:
             self._lanes[adapter] = MIXED if mixable(self.base.model, adapter) else adapter
         return self._lanes[adapter]
 
-
-
-def mixable(model: Any, adapter: str) -> bool:
-    """Whether PEFT's mixed-adapter batch inference takes `adapter` (see the module's docstring
-    for what it refuses; peft's LoraLayer._check_forward_args and the layers that override it)."""
-    from peft.tuners.lora import LoraLayer
-
-    config = getattr(model, "peft_config", {}).get(adapter)
-    if config is None or str(getattr(config, "peft_type", "")) not in ("LORA", "PeftType.LORA"):
-        return False
-    held = False
-    for module in model.modules():
-        if isinstance(module, LoraLayer) and (adapter in module.lora_A or adapter in module.lora_embedding_A):
-            held = True
-            if module.use_dora.get(adapter, False) or module.merged \
-                    or type(module).__name__ in ("MultiheadAttention", "ParamWrapper"):
-                return False
-    return held
 
 
 def activated(model: Any, adapter_name: str | None) -> Any:
