@@ -410,3 +410,22 @@ def test_the_models_top_k_applies_to_sampling(tiny_model_path) -> None:
     hot = Sampling(max_new_tokens=12, temperature=1.8, seed=3)
     assert texts(generate(fresh, conversations(), hot)) == greedy
     assert texts(generate(fresh, conversations(), replace(hot, top_k=0))) != greedy
+
+
+def test_decode_steps_write_the_cache_in_place(loaded) -> None:
+    """After the prefill every cache layer grows into spare room: a decode step writes its
+    position into the same buffer (no copy of the whole cache), and the replies are
+    transformers' own (test_greedy_equals_transformers_generate)."""
+    prompt = loaded.renderer.prompt_ids(conversations()[0])
+    batch = generation.Batch(loaded.model, loaded.tokenizer, frozenset())
+    batch.add([Completion(loaded.tokenizer, prompt, Sampling(max_new_tokens=6)),
+               Completion(loaded.tokenizer, prompt[:-3], Sampling(max_new_tokens=6))])
+    layer = batch.cache.layers[0]
+    assert type(layer) is generation._roomy_layer()
+    batch.step()
+    room = layer.room[0].data_ptr()
+    held = layer.keys.shape[-2]
+    batch.step()
+    batch.step()
+    assert layer.room[0].data_ptr() == room == layer.keys.data_ptr()  # the same buffer, written in place
+    assert layer.keys.shape[-2] == held + 2

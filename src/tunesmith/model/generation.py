@@ -506,7 +506,8 @@ class Batch:
             extra["logits_to_keep"] = 1  # the prompt's last position is the only one sampled from
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
         cache = getattr(out, "cache", None)
-        return out.logits[:, -1, :], out.past_key_values if cache is None else cache
+        cache = out.past_key_values if cache is None else cache
+        return out.logits[:, -1, :], _with_room(cache) if prefill else cache
 
     def _feed(self, tokens: Any) -> None:
         """Give each row its token (the newest rows' when `add` fed only them), then drop the done."""
@@ -589,7 +590,57 @@ def _plain_cache(cache: Any) -> bool:
     except ImportError:  # a transformers before cache layers
         return False
     layers = getattr(cache, "layers", None)
-    return layers is not None and all(type(layer) is DynamicLayer for layer in layers)
+    roomy = _roomy_layer()
+    return layers is not None and all(type(layer) in (DynamicLayer, roomy) for layer in layers)
+
+
+_ROOMY: list[type] = []
+
+
+def _roomy_layer() -> type:
+    """transformers' DynamicLayer, but growing into spare room instead of by torch.cat.
+
+    DynamicLayer appends each step's keys and values by concatenation, copying the whole
+    cache every step: at 32 rows and 300 cached positions that copy was a third of a CPU
+    decode step. This layer keeps its keys and values as views of buffers with room to spare
+    (half again as many positions), so a step writes only its new positions. Anything that
+    replaces the tensors (selecting rows, padding, trimming) is taken as the new contents
+    and copied into fresh room at the next step. The numbers are the same: only where they
+    are stored differs."""
+    if not _ROOMY:
+        from transformers.cache_utils import DynamicLayer
+
+        class RoomyLayer(DynamicLayer):
+            room: tuple[Any, Any] | None = None
+
+            def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+                if not self.is_initialized or self.keys.numel() == 0:
+                    return super().update(key_states, value_states, *args, **kwargs)
+                held, new = self.keys.shape[-2], key_states.shape[-2]
+                room = self.room
+                if (room is None or room[0].data_ptr() != self.keys.data_ptr()
+                        or room[0].shape[:2] != self.keys.shape[:2] or room[0].shape[-2] < held + new):
+                    size = held + new + max(32, held // 2)
+                    room = tuple(t.new_empty((*t.shape[:-2], size, t.shape[-1]))
+                                 for t in (self.keys, self.values))
+                    room[0][..., :held, :], room[1][..., :held, :] = self.keys, self.values
+                    self.room = room
+                room[0][..., held : held + new, :] = key_states
+                room[1][..., held : held + new, :] = value_states
+                self.keys, self.values = room[0][..., : held + new, :], room[1][..., : held + new, :]
+                return self.keys, self.values
+
+        _ROOMY.append(RoomyLayer)
+    return _ROOMY[0]
+
+
+def _with_room(cache: Any) -> Any:
+    """A prefill's plain cache, its layers made RoomyLayers (same tensors, same state)."""
+    if _plain_cache(cache):
+        roomy = _roomy_layer()
+        for layer in cache.layers:
+            layer.__class__ = roomy  # a subclass that adds no state: only `update` changes
+    return cache
 
 
 def _left_pad(states: Any, length: int) -> Any:
