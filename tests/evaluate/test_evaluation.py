@@ -231,3 +231,32 @@ def test_every_system_generates_in_one_batch_with_the_replies_of_one_at_a_time(
     assert sum("generating" in line for line in said_alone) == 4
     assert together == alone
     assert together["tuned"] != together["base"]  # the adapter was on for the tuned rows only
+
+
+def test_a_baseline_shown_fewer_examples_to_fit_the_length_says_so(lora_run, tmp_path, assets_dir,
+                                                                   monkeypatch) -> None:
+    """Few-shot and retrieval prompts that lose examples to fit data.max_length are weaker
+    baselines; the report's notes count them, and say nothing when every prompt holds all."""
+    import tunesmith.evaluate.runner as runner
+    from tunesmith.evaluate.models import Target, target_of
+
+    lora_run = lora_run[0]
+    heldout = small_support(assets_dir, tmp_path, 3)
+    settings = EvaluationConfig(baselines=["base", "fewshot", "retrieval"], max_new_tokens=4,
+                                bootstrap_samples=20, max_train_examples=5, few_shot_k=3, retrieval_k=3)
+
+    def evaluated(max_length: int, out: str) -> dict:
+        def target(model, train_data=None, base_model=None) -> Target:
+            found = target_of(model, train_data, base_model)
+            found.max_length = max_length
+            return found
+
+        monkeypatch.setattr(runner, "target_of", target)
+        return evaluate_model(lora_run, heldout, settings, out_dir=tmp_path / out)[0]
+
+    full = evaluated(2048, "full")
+    assert not any("fewer than" in note for note in full["notes"])
+    cut = evaluated(160, "cut")
+    notes = [note for note in cut["notes"] if "fewer than 3 examples" in note]
+    assert [note.split(":")[0] for note in notes] == ["fewshot", "retrieval"]
+    assert all("of 3 prompts" in note and "data.max_length" in note for note in notes)

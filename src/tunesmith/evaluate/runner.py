@@ -80,6 +80,7 @@ class Evaluation:
         generating = [i for i in items if i.prompt is not None and any(a(i) for a in applies)]
         limit = min(self.target.max_length, max_positions(models.tuned, self.target.max_length))
         shots = {s: [self._shots(s, i, picker, renderer, limit) for i in items] for s in systems}
+        notes += self._cut_shots(systems, items, shots, picker, limit)
 
         indices = resamples(len(items), settings.bootstrap_samples, settings.bootstrap_seed)
         losses: dict[str, list[dict[str, float]]] = {}
@@ -190,6 +191,22 @@ class Evaluation:
         while shots and too_long(shots):
             shots = shots[1:]  # the least similar (or the first drawn) goes first
         return shots
+
+    def _cut_shots(self, systems: list[str], items: list[Item], shots: dict[str, list[list[list[Message]]]],
+                   picker: ShotPicker | None, limit: int) -> list[str]:
+        """A note per baseline whose prompts lost examples to fit the length limit: a baseline
+        shown fewer examples than asked is weaker, and the report says so."""
+        notes = []
+        for system, k in (("fewshot", self.settings.few_shot_k), ("retrieval", self.settings.retrieval_k)):
+            if system not in systems or picker is None:
+                continue
+            wanted = min(k, len(picker.shots))
+            cut = sum(1 for n, i in enumerate(items) if i.prompt is not None and len(shots[system][n]) < wanted)
+            if cut:
+                notes.append(f"{system}: {cut} of {len(items)} prompts hold fewer than {wanted} examples, to "
+                             f"fit {limit} tokens (data.max_length) with the reply; raise data.max_length "
+                             f"to show every example")
+        return notes
 
     @staticmethod
     def _with_context(item: Item, shots: list[list[Message]]) -> Record:
