@@ -221,7 +221,8 @@ def test_every_system_generates_in_one_batch_with_the_replies_of_one_at_a_time(
     def replies(out: str) -> tuple[dict, list[str]]:
         said: list[str] = []
         report, _ = evaluate_model(lora_run, heldout, settings, out_dir=tmp_path / out, progress=said.append)
-        return {s: [i["reply"][s] for i in report["examples_detail"]["items"]] for s in report["systems"]}, said
+        items = report["examples_detail"]["items"]
+        return {s: [i["reply"][s] for i in items] for s in report["systems"]}, said
 
     together, said = replies("together")
     assert any("together" in line for line in said)

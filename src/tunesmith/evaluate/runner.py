@@ -201,7 +201,8 @@ class Evaluation:
             if system not in systems or picker is None:
                 continue
             wanted = min(k, len(picker.shots))
-            cut = sum(1 for n, i in enumerate(items) if i.prompt is not None and len(shots[system][n]) < wanted)
+            cut = sum(1 for n, item in enumerate(items)
+                      if item.prompt is not None and len(shots[system][n]) < wanted)
             if cut:
                 notes.append(f"{system}: {cut} of {len(items)} prompts hold fewer than {wanted} examples, to "
                              f"fit {limit} tokens (data.max_length) with the reply; raise data.max_length "
