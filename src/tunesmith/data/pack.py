@@ -151,19 +151,22 @@ class PackedBatch:
         return self._cut(spans, False, len(spans))
 
 
+def shared_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every sequence shares, each keeping at least one token after
+    them (packing's shared prefix here, generation's shared prefill)."""
+    first = sequences[0]
+    length = min(len(s) for s in sequences) - 1
+    for ids in sequences[1:]:
+        length = next((i for i in range(length) if ids[i] != first[i]), length)
+    return max(length, 0)
+
+
 def common_prefix(examples: Sequence[RenderedExample]) -> int:
     """Length of the untrained token prefix all examples share (each keeping at least one token
     after it), or 0 where it is shorter than SHARED_PREFIX_MIN or an example has segments."""
     if len(examples) < 2 or any(e.segments for e in examples):
         return 0
-    first = examples[0].input_ids
-    length = min(len(e.input_ids) for e in examples) - 1
-    for example in examples[1:]:
-        ids = example.input_ids
-        n = 0
-        while n < length and ids[n] == first[n]:
-            n += 1
-        length = n
+    length = shared_length([e.input_ids for e in examples])
     for example in examples:  # only untrained tokens are shared: a trained one counts per example
         mask = example.loss_mask
         length = next((i for i in range(length) if mask[i]), length)

@@ -428,7 +428,7 @@ class Batch:
         first: dict[tuple[tuple[int, ...], str], int] = {}
         source = [first.setdefault((tuple(c.prompt_ids), name), len(first))
                   for c, name in zip(rows, names, strict=True)]
-        kind = type(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model)
+        kind = self._kind()
         if len(first) < len(rows) and _COPIES_PREFILL.get(kind, True):
             distinct = [(list(prompt), name) for prompt, name in first]
             logits, cache, mask, positions = self._prefill_prompts(distinct)
@@ -438,6 +438,10 @@ class Batch:
                 return logits[select], cache, mask[select], positions[select]
             _COPIES_PREFILL[kind] = False
         return self._prefill_prompts([(c.prompt_ids, name) for c, name in zip(rows, names, strict=True)])
+
+    def _kind(self) -> type:
+        """The (base) model's class: what _COPIES_PREFILL is kept per."""
+        return type(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model)
 
     def _prefill_prompts(self, prompts: list[tuple[list[int], str]]) -> tuple[Any, Any, Any, Any]:
         """A left-padded prefill; where every prompt starts with the same tokens under the same
@@ -449,7 +453,7 @@ class Batch:
 
         device = self.model.device
         shared = _shared_prefix(prompts)
-        kind = type(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model)
+        kind = self._kind()
         cache = None
         if shared and _COPIES_PREFILL.get(kind, True):
             head = torch.tensor([prompts[0][0][:shared]], device=device)
@@ -570,11 +574,11 @@ SHARED_PREFIX = 16
 def _shared_prefix(prompts: Sequence[tuple[list[int], str]]) -> int:
     """How many leading tokens every prompt shares (0 if fewer than SHARED_PREFIX, one prompt, or
     several adapters); each row keeps at least one token of its own to predict from."""
+    from tunesmith.data.pack import shared_length
+
     if len(prompts) < 2 or len({name for _, name in prompts}) > 1:
         return 0
-    first, length = prompts[0][0], min(len(p) for p, _ in prompts) - 1
-    for ids, _ in prompts[1:]:
-        length = next((i for i in range(length) if ids[i] != first[i]), length)
+    length = shared_length([ids for ids, _ in prompts])
     return length if length >= SHARED_PREFIX else 0
 
 
