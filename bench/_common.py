@@ -169,19 +169,21 @@ def load_tokenizer(cfg: dict[str, Any]) -> Any:
     return AutoTokenizer.from_pretrained(cfg["location"], **extra)
 
 
-def load_model(cfg: dict[str, Any]) -> Any:
+def load_model(cfg: dict[str, Any], dtype: str = "float32") -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
     extra = {"gguf_file": cfg["gguf_file"]} if cfg["gguf_file"] else {}
-    return AutoModelForCausalLM.from_pretrained(cfg["location"], dtype=torch.float32, **extra)
+    return AutoModelForCausalLM.from_pretrained(cfg["location"], dtype=getattr(torch, dtype), **extra)
 
 
 def load_trl_model(cfg: dict[str, Any]) -> Any:
-    """The model for a TRL trainer. transformers marks a model loaded from GGUF as quantized
-    although its weights are dequantised float32 tensors, and Trainer refuses to train it; the
-    marker is dropped (tunesmith has no such check), the weights are untouched."""
-    model = load_model(cfg)
+    """The model for a TRL trainer, its weights in `cfg["weights_dtype"]` (float32 unless a
+    benchmark holds the base in bf16, as tunesmith does under LoRA). transformers marks a model
+    loaded from GGUF as quantized although its weights are dequantised tensors, and Trainer
+    refuses to train it; the marker is dropped (tunesmith has no such check), the weights are
+    untouched."""
+    model = load_model(cfg, cfg.get("weights_dtype", "float32"))
     model.config.use_cache = False
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
@@ -494,9 +496,10 @@ def add_worker_arguments(parser: Any, workers: list[str]) -> None:
 # --- model FLOPs utilisation ----------------------------------------------------------------------
 
 
-def matmul_peak_gflops(threads: int | None = None, size: int = 2048, repeats: int = 3) -> float:
-    """The machine's measured fp32 matmul rate right now: GFLOP/s of torch.matmul on two
-    size x size float32 matrices at `threads` torch threads (default: this process's, which the
+def matmul_peak_gflops(threads: int | None = None, size: int = 2048, repeats: int = 3,
+                       dtype: str = "float32") -> float:
+    """The machine's measured matmul rate right now in `dtype`: GFLOP/s of torch.matmul on two
+    size x size matrices at `threads` torch threads (default: this process's, which the
     workers share through OMP_NUM_THREADS), best of `repeats`: the peak MFU is measured
     against; on a shared machine it moves, so benchmarks take it before and after."""
     import torch
@@ -504,7 +507,8 @@ def matmul_peak_gflops(threads: int | None = None, size: int = 2048, repeats: in
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
     try:
-        a, b = torch.randn(size, size), torch.randn(size, size)
+        kind = getattr(torch, dtype)
+        a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
         torch.matmul(a, b)  # warm-up
         best = float("inf")
         for _ in range(repeats):
@@ -531,15 +535,18 @@ def decoder_linear_params(cfg: dict[str, Any]) -> int:
     return sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
 
 
-def mfu_line(flops_per_token: float, what: str, rates: dict[str, float], peaks: list[float]) -> str:
+def mfu_line(flops_per_token: float, what: str, rates: dict[str, float], peaks: list[float],
+             dtype: str = "float32") -> str:
     """One report line: each tool's model FLOP/s (`flops_per_token` x its tokens/s in `rates`)
-    as a share of the measured fp32 matmul peak (the range of `peaks`)."""
+    as a share of the measured matmul peak in the dtype the models computed in (the range of
+    `peaks`)."""
     low, high = min(peaks), max(peaks)
     parts = []
     for tool, rate in rates.items():
         gflops = flops_per_token * rate / 1e9
         parts.append(f"{tool} {gflops:.1f} GFLOP/s = {100 * gflops / high:.0f}-{100 * gflops / low:.0f} %")
-    return (f"- MFU against the measured fp32 matmul peak (torch.matmul 2048x2048 float32 at the same "
+    short = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+    return (f"- MFU against the measured {short} matmul peak (torch.matmul 2048x2048 {dtype} at the same "
             f"thread count, before and after the runs: {low:.1f}-{high:.1f} GFLOP/s), counting {what}: "
             + "; ".join(parts)
             + ". On a shared machine the peak moves: only a quiet run gives a firm figure.")

@@ -95,7 +95,7 @@ def tunesmith_overrides(cfg: dict[str, Any], run_dir: Path) -> list[str]:
         f"training.micro_batch_tokens={cfg['batch_size'] * cfg['max_length']}",
         f"training.learning_rate={cfg['lr']}", "training.schedule=constant", "training.warmup_ratio=0",
         "training.weight_decay=0.0", "training.max_grad_norm=1.0",
-        f"training.seed={cfg['seed']}", "training.dtype=float32", "training.device=cpu",
+        f"training.seed={cfg['seed']}", f"training.dtype={cfg['dtype']}", "training.device=cpu",
         "training.gradient_checkpointing=false",
         f"training.eval_every={steps + 1000}", f"training.save_every={steps + 1000}",
         "training.keep_checkpoints=1",
@@ -192,7 +192,9 @@ def worker_trl(cfg: dict[str, Any], plan: dict[str, Any], baton: Baton) -> dict[
         per_device_train_batch_size=cfg["batch_size"], gradient_accumulation_steps=1,
         learning_rate=cfg["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         max_grad_norm=1.0, optim="adamw_torch", seed=cfg["seed"], data_seed=cfg["seed"],
-        bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=False,
+        # bf16: autocast over weights held as tunesmith holds them (bf16 base under LoRA, fp32
+        # master weights under full fine-tuning), PEFT's adapter weights in fp32 either way.
+        bf16=cfg["dtype"] == "bfloat16", fp16=False, use_cpu=True, gradient_checkpointing=False,
         # padding-free: each step's examples are flattened into one row with restarting
         # position_ids, exactly tunesmith's layout. TRL needs max_length=None for that without
         # packing; no example is longer than --max-length (checked), so nothing would be cut.
@@ -339,12 +341,14 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         *table(["tool", "tokens/s", "peak RSS MiB", "model-loaded RSS MiB", "training overhead MiB",
                 "held-out loss"], body),
         "",
-        "Targets from the issue: tokens/s >= 1.50x, peak RSS <= 0.70x, held-out loss <= TRL's.",
+        "Targets (issue 17): tokens/s >= 2.5x TRL's at its best settings for the machine, peak RSS <= "
+        "TRL's, equal held-out loss.",
         "",
         f"- Model: {cfg['model_label']}; torch threads {runs['tunesmith'][0]['threads']}; "
         f"{cpu_description()}; {versions()}.",
         f"- Both: {trained}, AdamW "
-        f"lr {cfg['lr']} constant, no warmup, grad-norm clip 1.0, float32, seed {cfg['seed']}, "
+        f"lr {cfg['lr']} constant, no warmup, grad-norm clip 1.0, {precision_words(cfg)}, "
+        f"seed {cfg['seed']}, "
         f"{cfg['steps']} steps of {cfg['batch_size']} examples (the same examples in the same order), "
         f"max length {cfg['max_length']}, loss on assistant tokens, every step one padding-free row with "
         "restarting position ids, no gradient checkpointing, no evaluation or saving while timed.",
@@ -377,7 +381,7 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
                  + "; no attention or LM head, so a lower bound)",
                  {"tunesmith": computed / sum(s["seconds"] for s in runs["tunesmith"][0]["steps"][1:]),
                   "TRL": sum(s["tokens"] for s in trl_run["steps"][1:])
-                  / sum(s["seconds"] for s in trl_run["steps"][1:])}, peaks),
+                  / sum(s["seconds"] for s in trl_run["steps"][1:])}, peaks, cfg["dtype"]),
         f"- tokens/s of each repeat: tunesmith {ts['each_tokens_per_s']}, TRL {trl['each_tokens_per_s']}. "
         f"Whole benchmark: {time.perf_counter() - started:.0f} s.",
         "",
@@ -388,6 +392,25 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def precision_words(cfg: dict[str, Any]) -> str:
+    if cfg["dtype"] == "float32":
+        return f"float32 ({cfg['dtype_reason']})"
+    held = "base weights in bf16" if cfg["weights_dtype"] == "bfloat16" else "fp32 master weights"
+    return (f"bf16 compute ({cfg['dtype_reason']}): {held}, trained weights, AdamW state and loss "
+            "sums fp32; tunesmith training.dtype=bfloat16, TRL bf16=True")
+
+
+def pick_dtype(requested: str, full: bool) -> tuple[str, str]:
+    """Both tools compute in one dtype: the one asked for, or (auto) the one tunesmith's start-up
+    probe picks on this machine, so each runs at its best where bf16 is the faster."""
+    import torch
+
+    from tunesmith.hardware import choose_dtype
+
+    choice = choose_dtype(requested, torch.device("cpu"), full=full)
+    return str(choice.dtype).removeprefix("torch."), choice.reason
 
 
 def main() -> None:
@@ -406,6 +429,9 @@ def main() -> None:
     parser.add_argument("--data", default="support",
                         help="a data set in tunesmith/assets/data (support: long chats; routing: ~60-token "
                              "examples) or a folder with train.jsonl and validation.jsonl")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="what both tools compute in (auto: bf16 where tunesmith's probe finds it "
+                             "faster on this CPU, else fp32)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results markdown (default bench/results/sft_throughput-DATE.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, adapters, logs)")
@@ -428,12 +454,15 @@ def main() -> None:
            "workdir": str(workdir), "plan": str(workdir / "plan.json"),
            "data": str(DATA_ROOT / args.data if (DATA_ROOT / args.data).is_dir()
                        else Path(args.data).resolve())}
-    print(f"model: {model['label']}\nwork folder: {workdir}", flush=True)
+    cfg["dtype"], cfg["dtype_reason"] = pick_dtype(args.dtype, args.adapter == "full")
+    cfg["weights_dtype"] = cfg["dtype"] if args.adapter == "lora" else "float32"
+    print(f"model: {model['label']}\nwork folder: {workdir}\ndtype: {cfg['dtype']} ({cfg['dtype_reason']})",
+          flush=True)
     plan = training_plan(cfg)
     (workdir / "plan.json").write_text(json.dumps(plan))
 
     cfg["decoder_params"] = decoder_linear_params(cfg)
-    peaks = [matmul_peak_gflops()]
+    peaks = [matmul_peak_gflops(dtype=cfg["dtype"])]
     runs: dict[str, list[dict[str, Any]]] = {"tunesmith": [], "TRL": []}
     for repeat in range(args.repeats):
         first = "tunesmith" if repeat % 2 == 0 else "trl"
@@ -449,7 +478,7 @@ def main() -> None:
     print("evaluating both adapters on the held-out examples", flush=True)
     adapters = [r["adapter"] for tool_runs in runs.values() for r in tool_runs]
     evaluator = Worker("eval", {**cfg, "adapters": adapters}, workdir, "all", lockstep=False, script=__file__)
-    peaks.append(matmul_peak_gflops())
+    peaks.append(matmul_peak_gflops(dtype=cfg["dtype"]))
     evaluation = evaluator.finish()
     text = report(cfg, runs, evaluation, command, started, peaks)
     print("\n" + text)

@@ -135,3 +135,36 @@ def test_packing_stats_show_padding_waste() -> None:
     assert stats.padded_waste > 0.3  # short rows padded to the long ones
     assert 0 < stats.packed_fill <= 1
     assert stats.micro_batches_packed <= stats.micro_batches_padded
+
+
+def test_a_short_bf16_example_attends_in_fp32_on_a_cpu_and_a_long_one_in_bf16(monkeypatch) -> None:
+    """bf16 SDPA is the slower on a CPU for short examples (train/loss.CPU_FP32_ATTENTION_BELOW):
+    those attend in fp32 and come back in bf16, with the packed row's same logits and gradients
+    flowing in bf16; a long example keeps bf16 attention."""
+    import tunesmith.train.loss as loss_module
+
+    seen: list[torch.dtype] = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(query, *args, **kwargs):
+        seen.append(query.dtype)
+        return real_sdpa(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    model = tiny_llama("sdpa").to(torch.bfloat16).train()
+    batch = collate_packed(random_examples(3, seed=4))
+    upcast = token_loss(model, batch.input_ids, batch.labels, batch.position_ids)
+    upcast.loss_sum.backward()
+    assert seen and set(seen) == {torch.float32}  # every example of every layer
+    grads = [p.grad.clone() for p in model.parameters()]
+    assert all(g.dtype == torch.bfloat16 for g in grads)
+
+    seen.clear()
+    model.zero_grad()
+    monkeypatch.setattr(loss_module, "CPU_FP32_ATTENTION_BELOW", 1)  # every example counts as long
+    native = token_loss(model, batch.input_ids, batch.labels, batch.position_ids)
+    native.loss_sum.backward()
+    assert set(seen) == {torch.bfloat16}
+    assert torch.allclose(upcast.loss_sum.float(), native.loss_sum.float(), rtol=2e-2)
+    for ours, theirs in zip(grads, (p.grad for p in model.parameters()), strict=True):
+        assert torch.allclose(ours.float(), theirs.float(), atol=5e-2, rtol=5e-2)

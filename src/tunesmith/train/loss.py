@@ -181,6 +181,23 @@ def _teacher_log_probs(teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor |
 _model_sdpa: Any = None
 """transformers' own SDPA attention, which `_packed_sdpa` stands in front of once registered."""
 
+CPU_FP32_ATTENTION_BELOW = 512
+"""On a CPU, an example shorter than this attends in fp32 when the model computes in bf16 or
+fp16: PyTorch's reduced-precision CPU SDPA (forward and backward) took 1.9-2.7x the time of
+the same attention cast to fp32 at 60-150 tokens, the same at 300-600, and less from about
+1,200 (bench/README.md, "bf16 on a CPU that has it"). The result is cast back, so the layer's
+dtype is unchanged."""
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """SDPA over one example, in fp32 where that is the faster on this device (see above)."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    if (query.device.type != "cpu" or query.dtype not in (torch.bfloat16, torch.float16)
+            or key.shape[2] >= CPU_FP32_ATTENTION_BELOW):
+        return sdpa(query, key, value, **kwargs)
+    with torch.autocast("cpu", enabled=False):  # autocast would compute it in bf16 again
+        return sdpa(query.float(), key.float(), value.float(), **kwargs).to(query.dtype)
+
 
 def _packed_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
@@ -199,19 +216,18 @@ def _packed_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
                            **kwargs)
     cuts = bounds.tolist()
     gqa = query.shape[1] != key.shape[1]
-    sdpa = torch.nn.functional.scaled_dot_product_attention
     parts = []
     for index, (start, end) in enumerate(itertools.pairwise(cuts)):
         if index == 0 or not prefix:
-            parts.append(sdpa(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-                              dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa))
+            parts.append(_attend(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                                 dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa))
             continue
         # An example after a shared prefix: its queries see the whole prefix, then causally itself.
         keys = torch.cat([key[:, :, :prefix], key[:, :, start:end]], dim=2)
         values = torch.cat([value[:, :, :prefix], value[:, :, start:end]], dim=2)
         mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool, device=query.device)
-        parts.append(sdpa(query[:, :, start:end], keys, values, attn_mask=mask.tril_(prefix),
-                          dropout_p=dropout, scale=scaling, enable_gqa=gqa))
+        parts.append(_attend(query[:, :, start:end], keys, values, attn_mask=mask.tril_(prefix),
+                             dropout_p=dropout, scale=scaling, enable_gqa=gqa))
     # [batch, length, heads, dim], as transformers' SDPA returns it
     return torch.cat([part.transpose(1, 2) for part in parts], dim=1), None
 
