@@ -496,6 +496,17 @@ def add_worker_arguments(parser: Any, workers: list[str]) -> None:
 # --- model FLOPs utilisation ----------------------------------------------------------------------
 
 
+def pick_dtype(requested: str, full: bool) -> tuple[str, str]:
+    """Both tools compute in one dtype: the one asked for, or (auto) the one tunesmith's start-up
+    probe picks on this machine, so each runs at its best where bf16 is the faster."""
+    import torch
+
+    from tunesmith.hardware import choose_dtype
+
+    choice = choose_dtype(requested, torch.device("cpu"), full=full)
+    return str(choice.dtype).removeprefix("torch."), choice.reason
+
+
 def matmul_peak_gflops(threads: int | None = None, size: int = 2048, repeats: int = 3,
                        dtype: str = "float32") -> float:
     """The machine's measured matmul rate right now in `dtype`: GFLOP/s of torch.matmul on two

@@ -42,6 +42,7 @@ from _common import (
     load_trl_model,
     matmul_peak_gflops,
     mfu_line,
+    pick_dtype,
     resolve_model_arg,
     step_ratios,
     table,
@@ -215,7 +216,8 @@ def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], evaluation: dic
                 "held-out DPO loss", "held-out reward accuracy"], body),
         "",
         f"- Model: {cfg['model_label']}; torch threads {pair['tunesmith']['threads']}; {cpu_description()}; "
-        f"{versions()}; tunesmith dtype {cfg['dtype']}, TRL bf16={cfg['trl_bf16']}, TRL "
+        f"{versions()}; both in {cfg['dtype']} ({cfg['dtype_reason']}; TRL bf16={cfg['trl_bf16']}, base "
+        f"weights in {cfg['weights_dtype']}), TRL "
         f"padding_free={cfg['trl_padding_free']}.",
         f"- Both: LoRA r={cfg['rank']} alpha={cfg['alpha']} dropout 0 on all linear layers, sigmoid DPO "
         f"beta {cfg['beta']}, AdamW lr {cfg['lr']} constant, grad-norm clip 1.0, {cfg['steps']} steps of "
@@ -231,7 +233,7 @@ def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], evaluation: dic
                  f"6 x {cfg['decoder_params'] / 1e6:.1f} M decoder linear weights per policy token (the "
                  "policy's forward and input gradient, the reference's forward over the same tokens; no "
                  "attention or LM head, so a lower bound)",
-                 {"tunesmith": ts["tokens_per_s"], "TRL": trl["tokens_per_s"]}, peaks),
+                 {"tunesmith": ts["tokens_per_s"], "TRL": trl["tokens_per_s"]}, peaks, cfg["dtype"]),
         f"- Held-out: tunesmith's DPO evaluation of both adapters on {evaluation['pairs']} pairs of "
         "support_preference/validation.jsonl.",
         f"- Train loss at step 1 / {cfg['steps']}: tunesmith {ts['first']:.4f} / {ts['last']:.4f}, "
@@ -251,9 +253,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--dtype", default="auto",
-                        help="tunesmith's training.dtype (auto: the probe decides)")
-    parser.add_argument("--trl-bf16", action="store_true", help="TRL with bf16=True")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="what both tools compute in (auto: bf16 where tunesmith's probe finds it "
+                             "faster on this CPU, else fp32; TRL then gets bf16=True)")
     parser.add_argument("--trl-padded", action="store_true",
                         help="TRL padded batches instead of padding_free")
     parser.add_argument("--seed", type=int, default=0)
@@ -268,19 +270,21 @@ def main() -> None:
     started = time.perf_counter()
     command = shlex.join([".venv/bin/python", "bench/dpo_throughput.py", *sys.argv[1:]])
     model = resolve_model_arg(args.model)
+    dtype, reason = pick_dtype(args.dtype, full=False)
     workdir = Path(tempfile.mkdtemp(prefix="tunesmith-dpo-bench-"))
     cfg = {"location": model["location"], "gguf_file": model["gguf_file"], "base_model": model["base_model"],
            "model_label": model["label"], "steps": args.steps, "batch_size": args.batch_size,
            "max_length": args.max_length, "seed": args.seed, "rank": 16, "alpha": 32, "lr": args.lr,
-           "beta": args.beta, "dtype": args.dtype, "trl_bf16": args.trl_bf16,
+           "beta": args.beta, "dtype": dtype, "trl_bf16": dtype == "bfloat16",
+           "weights_dtype": dtype, "dtype_reason": reason,
            "trl_padding_free": not args.trl_padded, "workdir": str(workdir)}
-    print(f"model: {model['label']}\nwork folder: {workdir}", flush=True)
+    print(f"model: {model['label']}\nwork folder: {workdir}\ndtype: {dtype} ({reason})", flush=True)
     cfg["order"] = training_order(cfg)
     cfg["decoder_params"] = decoder_linear_params(cfg)
-    peaks = [matmul_peak_gflops()]
+    peaks = [matmul_peak_gflops(dtype=dtype)]
     try:
         pair = alternate(cfg, workdir, "r0", __file__)
-        peaks.append(matmul_peak_gflops())
+        peaks.append(matmul_peak_gflops(dtype=cfg["dtype"]))
         print("evaluating both adapters on the held-out pairs", flush=True)
         adapters = [pair["tunesmith"]["adapter"], pair["trl"]["adapter"]]
         evaluation = Worker("eval", {**cfg, "adapters": adapters}, workdir, "all", lockstep=False,

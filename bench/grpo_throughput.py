@@ -41,6 +41,7 @@ from _common import (
     load_average,
     load_tokenizer,
     load_trl_model,
+    pick_dtype,
     resolve_model_arg,
     step_ratios,
     table,
@@ -228,7 +229,8 @@ def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], command: str, s
         "no KL term, each sample used for one step; loss = mean over completions of the mean over "
         f"their tokens (TRL loss_type=grpo); LoRA r={cfg['rank']} alpha={cfg['alpha']} on all linear layers, "
         f"AdamW lr {cfg['lr']} constant, grad-norm clip 1.0; tunesmith dtype {cfg['dtype']}, "
-        f"TRL bf16={cfg['trl_bf16']}; no gradient checkpointing.",
+        f"TRL bf16={cfg['trl_bf16']} ({cfg['dtype_reason']}; base weights in {cfg['weights_dtype']} "
+        "in both); no gradient checkpointing.",
         f"- completions/s and tokens/s over steps 2..{cfg['steps']} (sampling, grading, the loss, backward "
         f"and optimizer step; tunesmith {ts['seconds']:.1f} s, TRL {trl['seconds']:.1f} s); generated tokens "
         f"{ts['generated']:.0f} vs {trl['generated']:.0f}; tokens through the training forward "
@@ -254,9 +256,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, help="max completion length")
     parser.add_argument("--max-prompt", type=int, default=256, help="longest prompt kept, in tokens")
     parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--dtype", default="auto",
-                        help="tunesmith's training.dtype (auto: the probe decides)")
-    parser.add_argument("--trl-bf16", action="store_true", help="TRL with bf16=True")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="what both tools compute in (auto: bf16 where tunesmith's probe finds it "
+                             "faster on this CPU, else fp32; TRL then gets bf16=True)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, adapters, logs)")
@@ -270,14 +272,16 @@ def main() -> None:
     started, load_start = time.perf_counter(), load_average()
     command = shlex.join([".venv/bin/python", "bench/grpo_throughput.py", *sys.argv[1:]])
     model = resolve_model_arg(args.model)
+    dtype, reason = pick_dtype(args.dtype, full=False)
     workdir = Path(tempfile.mkdtemp(prefix="tunesmith-grpo-bench-"))
     cfg = {"location": model["location"], "gguf_file": model["gguf_file"], "base_model": model["base_model"],
            "model_label": model["label"], "steps": args.steps, "prompts": args.prompts,
            "group_size": args.group_size, "max_new_tokens": args.max_new_tokens,
            "max_prompt": args.max_prompt,
-           "seed": args.seed, "rank": 16, "alpha": 32, "lr": args.lr, "dtype": args.dtype,
-           "trl_bf16": args.trl_bf16, "workdir": str(workdir)}
-    print(f"model: {model['label']}\nwork folder: {workdir}", flush=True)
+           "seed": args.seed, "rank": 16, "alpha": 32, "lr": args.lr, "dtype": dtype,
+           "trl_bf16": dtype == "bfloat16", "weights_dtype": dtype, "dtype_reason": reason,
+           "workdir": str(workdir)}
+    print(f"model: {model['label']}\nwork folder: {workdir}\ndtype: {dtype} ({reason})", flush=True)
     try:
         cfg["prompts_file"] = str(write_prompts(workdir))
         cfg.update(training_order(cfg))

@@ -42,6 +42,7 @@ from _common import (
     load_trl_model,
     matmul_peak_gflops,
     mfu_line,
+    pick_dtype,
     resolve_model_arg,
     step_ratios,
     table,
@@ -400,17 +401,6 @@ def precision_words(cfg: dict[str, Any]) -> str:
     held = "base weights in bf16" if cfg["weights_dtype"] == "bfloat16" else "fp32 master weights"
     return (f"bf16 compute ({cfg['dtype_reason']}): {held}, trained weights, AdamW state and loss "
             "sums fp32; tunesmith training.dtype=bfloat16, TRL bf16=True")
-
-
-def pick_dtype(requested: str, full: bool) -> tuple[str, str]:
-    """Both tools compute in one dtype: the one asked for, or (auto) the one tunesmith's start-up
-    probe picks on this machine, so each runs at its best where bf16 is the faster."""
-    import torch
-
-    from tunesmith.hardware import choose_dtype
-
-    choice = choose_dtype(requested, torch.device("cpu"), full=full)
-    return str(choice.dtype).removeprefix("torch."), choice.reason
 
 
 def main() -> None:
