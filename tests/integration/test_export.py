@@ -278,11 +278,13 @@ def test_a_failed_parity_check_fails_the_export_and_writes_nothing(run_dir, tmp_
     assert not (tmp_path / "exports").exists() or list((tmp_path / "exports").iterdir()) == []
 
 
-def test_a_gguf_converts_once_into_the_same_weights_and_tokenizer(tiny_model_path, tmp_path) -> None:
+def test_a_gguf_converts_once_into_the_same_weights_and_tokenizer(tiny_model_path, tmp_path, capfd) -> None:
     """`models pull`'s conversion: an f32 GGUF of the tiny model comes back as the same float32
-    weights and a tokenizer that encodes alike, the file parsed once (not once per loader) and
-    gguf's own reader back in place afterwards."""
+    weights and a tokenizer that encodes alike, the file parsed once (not once per loader),
+    transformers' dequantisation bar not written where stderr is no terminal (a log), and
+    gguf's reader and that bar back in place afterwards."""
     import gguf
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoTokenizer
 
     from tunesmith.model.pull import convert_gguf
@@ -295,11 +297,14 @@ def test_a_gguf_converts_once_into_the_same_weights_and_tokenizer(tiny_model_pat
             parsed.append(args[0])
             super().__init__(*args, **kwargs)
 
-    gguf.GGUFReader = CountingReader
+    gguf.GGUFReader, bar = CountingReader, gguf_utils.tqdm
+    capfd.readouterr()
     try:
         convert_gguf(exported.out / "model-f32.gguf", tmp_path / "hf", said.append)
     finally:
         gguf.GGUFReader = reader_class
+    assert "de-quantizing" not in capfd.readouterr().err
+    assert gguf_utils.tqdm is bar
     assert len(parsed) == 1
     assert said == ["reading the tokenizer", "dequantising the weights to float32",
                     "saving safetensors and the tokenizer"]

@@ -166,7 +166,7 @@ def convert_gguf(gguf: Path, out: Path, say: Progress = lambda _: None) -> None:
     hf_logging.disable_progress_bar()  # the steps are said instead of drawn
     try:
         try:
-            with _gguf_parsed_once():
+            with _gguf_parsed_once(), _bar_on_terminals_only():
                 say("reading the tokenizer")
                 tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
                 say("dequantising the weights to float32")
@@ -212,6 +212,21 @@ def _gguf_parsed_once() -> Iterator[None]:
         yield
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
+
+
+@contextmanager
+def _bar_on_terminals_only() -> Iterator[None]:
+    """transformers draws the dequantisation as a plain tqdm bar, which disable_progress_bar does
+    not reach: on a terminal it is one line of progress, in a log file hundreds of carriage-return
+    updates. Within this block it is drawn only where stderr is a terminal (tqdm's disable=None)."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=None)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def register(name: str, folder: Path, gguf_file: str | None, source: str, sha256: str | None,
