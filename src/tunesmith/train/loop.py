@@ -24,7 +24,7 @@ from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
 from tunesmith.evaluate.heldout import evaluate
 from tunesmith.hardware import Precision, choose_dtype, pick_device, training_precision
-from tunesmith.model.adapters import apply_adapter, untrained_experts_note
+from tunesmith.model.adapters import apply_adapter, compute_lora_in_base_dtype, untrained_experts_note
 from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
 from tunesmith.recipe import Recipe
 from tunesmith.train import checkpoint as ckpt
@@ -254,6 +254,7 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
     model = load_model(ref, resolved.trust_remote_code, precision.weights, objective.head)
     model.config.use_cache = False
     model = apply_adapter(model, resolved.adapter).to(device)
+    compute_lora_in_base_dtype(model)  # over a bf16 base: bf16 products, fp32 adapter weights
     expert_note = untrained_experts_note(model)  # reported once the reporter exists
     if training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
