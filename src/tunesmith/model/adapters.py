@@ -77,7 +77,7 @@ def compute_lora_in_base_dtype(model: torch.nn.Module) -> int:
 
     PEFT instead casts each layer's input to the adapter's fp32 and the sum back to the base's
     dtype: two activation-sized copies per layer and direction, and products in fp32 on a chip
-    whose speed is bf16 (16 % of a SmolLM2 LoRA step on an AVX512-BF16 CPU, bench/README.md).
+    whose speed is bf16 (16-23 % of a SmolLM2 LoRA step on an AVX512-BF16 CPU, bench/README.md).
     The adapter's weights, their gradients (the casts' backward) and AdamW's state stay fp32,
     so no update is rounded away; only the products are in the dtype the base computes in, as
     under autocast. Written here because PEFT has no such mode. Applies to plain LoRA layers
