@@ -14,6 +14,12 @@ ASSETS = Path(tunesmith.__file__).parent / "assets"
 BUNDLED_MODEL = ASSETS / "models" / "tiny-chat"
 STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"
 
+# `training.dtype: auto` (and the server's dtype) follow the CPU: bf16 where the start-up probe
+# finds it faster. The suite pins float32 (every process it starts inherits it) so its exact
+# comparisons hold on CPUs with and without fast bf16; the bf16 paths are tested with the dtype
+# or the probe set by the test.
+os.environ.setdefault("TUNESMITH_CPU_DTYPE", "float32")
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory,

@@ -13,6 +13,7 @@ where it is clearly faster.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ PROBE_SECONDS = 0.05
 """Time spent timing each dtype at each shape (after one warm-up call)."""
 BF16_MARGIN = 1.25
 """bf16 must beat fp32 by this factor: a step is not all matmuls, and casts cost something."""
+CPU_DTYPE_ENV = "TUNESMITH_CPU_DTYPE"
+"""Where set (float32 or bfloat16), what `auto` means on a CPU, without the probe: an operator
+pins one dtype on machines whose CPUs differ, and the test suite pins float32 so its exact
+comparisons hold on CPUs with and without fast bf16."""
 
 Probe = Callable[[tuple[int, int, int]], dict[str, Any]]
 
@@ -147,7 +152,14 @@ def choose_dtype(requested: str, device: torch.device, probe: Probe | None = Non
         else:
             return DtypeChoice(torch.float32, "CUDA GPU without bf16 support")
     elif device.type == "cpu":
-        choice = decide_cpu_dtype((probe or probe_cpu_matmul)(shape))
+        pinned = os.environ.get(CPU_DTYPE_ENV) if probe is None else None
+        if pinned:
+            if pinned not in ("float32", "bfloat16"):
+                raise RecipeError(f"{CPU_DTYPE_ENV}={pinned!r} is not a dtype tunesmith trains in",
+                                  where=CPU_DTYPE_ENV, fix="set it to float32 or bfloat16, or unset it")
+            choice = DtypeChoice(getattr(torch, pinned), f"{CPU_DTYPE_ENV}={pinned} (no probe)")
+        else:
+            choice = decide_cpu_dtype((probe or probe_cpu_matmul)(shape))
     else:
         return DtypeChoice(torch.float32, f"fp32 on {device.type}")
     if full and choice.dtype == torch.bfloat16:

@@ -45,6 +45,7 @@ def test_the_probe_decision_is_recorded_in_the_resolved_recipe_and_run(
         return {"float32": 120.0, "bfloat16": bf16_gflops}
 
     monkeypatch.setattr(hardware, "probe_cpu_matmul", probe)
+    monkeypatch.delenv(hardware.CPU_DTYPE_ENV)  # the suite's pin (tests/conftest.py) off: the probe decides
     result = train(recipe_for(random_model_path, colour_data, tmp_path, "run", "training.max_steps=2",
                               "training.device=cpu"))
     assert result.status == "succeeded" and len(asked) == 1

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tunesmith import hardware
+from tunesmith.errors import RecipeError
 from tunesmith.hardware import BF16_MARGIN, choose_dtype, decide_cpu_dtype, training_precision
 
 CPU = torch.device("cpu")
@@ -113,3 +114,18 @@ def test_the_probe_leaves_the_global_random_state_alone(monkeypatch) -> None:
     torch.manual_seed(7)
     hardware.probe_cpu_matmul((32, 32, 32))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_operator_pins_the_cpu_dtype_without_the_probe(monkeypatch) -> None:
+    def probe(shape):
+        raise AssertionError("the pin must spare the probe")
+
+    monkeypatch.setattr(hardware, "probe_cpu_matmul", probe)
+    monkeypatch.setenv(hardware.CPU_DTYPE_ENV, "bfloat16")
+    choice = choose_dtype("auto", CPU)
+    assert choice.dtype == torch.bfloat16 and hardware.CPU_DTYPE_ENV in choice.reason
+    assert choose_dtype("float32", CPU).dtype == torch.float32  # a recipe's own dtype still wins
+    monkeypatch.setenv(hardware.CPU_DTYPE_ENV, "fp8")
+    with pytest.raises(RecipeError, match="not a dtype") as raised:
+        choose_dtype("auto", CPU)
+    assert raised.value.where == hardware.CPU_DTYPE_ENV
