@@ -504,7 +504,7 @@ def pick_dtype(requested: str, full: bool) -> tuple[str, str]:
     from tunesmith.hardware import choose_dtype
 
     choice = choose_dtype(requested, torch.device("cpu"), full=full)
-    return str(choice.dtype).removeprefix("torch."), choice.reason
+    return choice.name, choice.reason
 
 
 def matmul_peak_gflops(threads: int | None = None, size: int = 2048, repeats: int = 3,

@@ -281,7 +281,7 @@ def main() -> None:
     print(f"model: {model['label']}\nwork folder: {workdir}\ndtype: {dtype} ({reason})", flush=True)
     cfg["order"] = training_order(cfg)
     cfg["decoder_params"] = decoder_linear_params(cfg)
-    peaks = [matmul_peak_gflops(dtype=dtype)]
+    peaks = [matmul_peak_gflops(dtype=cfg["dtype"])]
     try:
         pair = alternate(cfg, workdir, "r0", __file__)
         peaks.append(matmul_peak_gflops(dtype=cfg["dtype"]))

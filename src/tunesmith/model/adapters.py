@@ -89,9 +89,8 @@ def compute_lora_in_base_dtype(model: torch.nn.Module) -> int:
 
     count = 0
     for module in model.modules():
-        base = getattr(module, "base_layer", None)
-        if (isinstance(module, LoraLinear) and not module.lora_variant and base is not None
-                and base.weight.dtype in (torch.bfloat16, torch.float16)):
+        if (isinstance(module, LoraLinear) and not module.lora_variant
+                and module.get_base_layer().weight.dtype in (torch.bfloat16, torch.float16)):
             module.forward = types.MethodType(_lora_in_base_dtype, module)
             count += 1
     return count
