@@ -54,12 +54,13 @@ def _trained_folder(tmp_path: Path, tokenizer: object) -> Path:
 
 def _served_ids(folder: Path, tools: list | None) -> list[int]:
     """The prompt the server builds for the request (serve/chat.py: messages, then _measure)."""
-    from tunesmith.serve.cache import InferenceCache, Target
+    from tunesmith.serve.cache import Target
     from tunesmith.serve.chat import ChatRequest, _measure, _messages
+    from tunesmith.serve.engine import EngineClient
 
     request = ChatRequest.model_validate({"model": "trained", "messages": copy.deepcopy(CONVERSATION[:-1]),
                                           **({"tools": tools} if tools else {})})
-    state = SimpleNamespace(cache=InferenceCache(device="cpu", dtype="float32"))
+    state = SimpleNamespace(cache=EngineClient())
     ids, _ = _measure(state, Target("trained", str(folder)), _messages(request), 8, False,
                       [t.model_dump(exclude_none=True) for t in request.tools] if tools else None)
     return ids

@@ -260,6 +260,18 @@ class Completion:
             self._pieces.put(None)
             self.done.set()
 
+    # --- fed by serve/engine.py, when the generation runs in the engine process ----------
+
+    def _relayed(self, piece: str) -> None:
+        self.text += piece
+        self._pieces.put(piece)
+
+    def _relayed_end(self, reason: str, ids: list[int], failure: BaseException | None) -> None:
+        if self.finish_reason is None:
+            self.ids, self.failure, self.finish_reason = list(ids), failure, reason
+            self._pieces.put(None)
+            self.done.set()
+
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> frozenset[int]:
     """The tokens a reply ends at: EOS, the model's generation config's EOS ids, and the chat

@@ -189,6 +189,18 @@ def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False) -> PreTrained
     return tokenizer
 
 
+def load_config(ref: ModelRef, trust_remote_code: bool = False) -> Any:
+    """The model's config alone (what a server needs to measure prompts without the weights)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(ref.location, **ref.kwargs(trust_remote_code), **_hub_kwargs(ref))
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise _load_error(ref, "config", exc) from exc
+
+
 def load_model(ref: ModelRef, trust_remote_code: bool = False, dtype: Any = None,
                head: str = "causal_lm") -> PreTrainedModel:
     """The base model; head="score" loads it with a fresh one-output scalar head (reward models)."""

@@ -43,6 +43,8 @@ def create_app(registry: Registry, home: Path, limits: Limits | None = None,
         yield
         for abandoned in list(state.running):  # SIGTERM: running generations stop at their next token
             abandoned.set()
+        if state.cache is not None:
+            state.cache.close()  # the engine process ends with the server
         if thread is not None:
             state.worker.stop()
             thread.join()

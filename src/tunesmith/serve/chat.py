@@ -225,9 +225,9 @@ class _Slot:
 
 def _cache(state: ServerState) -> Any:
     if state.cache is None:
-        from tunesmith.serve.cache import InferenceCache
+        from tunesmith.serve.engine import EngineClient
 
-        state.cache = InferenceCache(state.limits.max_loaded_bases)
+        state.cache = EngineClient(state.limits.max_loaded_bases)
     return state.cache
 
 
@@ -344,7 +344,7 @@ def _too_long(count: str, context: int) -> APIError:
 
 def context_length(loaded: Any) -> int | None:
     """Positions the model can attend to, from its config (or its tokenizer's declared maximum)."""
-    config = getattr(loaded.model, "config", None)
+    config = loaded.config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
@@ -366,27 +366,17 @@ def longest_token(tokenizer: Any) -> int:
 
 
 def _completions(state: ServerState, target: Any, settings: dict[str, Any], n: int) -> list[Any]:
-    """The request's n completions, queued together on the target's base batcher (so they
+    """The request's n completions, queued together on the target's base in the engine (so they
     and any concurrent requests on that base are generated as one batch)."""
-    from tunesmith.model.generation import Completion, Sampling, choice, stop_token_ids
+    from tunesmith.model.generation import Completion, Sampling, choice
 
     cache = _cache(state)
     loaded = cache.loaded(target)
     sampling = Sampling(settings["max_new_tokens"], settings["temperature"], settings["top_p"],
                         tuple(settings["stop"]), settings["seed"])
-    kind, schema = settings["response_format"]
-
-    def constraint() -> Any:
-        if kind == "text":
-            return None
-        from tunesmith.model.structured import json_constraint
-
-        stops = sorted(stop_token_ids(loaded.tokenizer, loaded.model))
-        return json_constraint(loaded.tokenizer, schema, stops)
-
     completions = [Completion(loaded.tokenizer, settings["prompt_ids"], choice(sampling, index),
-                              settings["abandoned"], constraint()) for index in range(n)]
-    cache.submit(target, completions)
+                              settings["abandoned"]) for index in range(n)]
+    cache.submit(target, completions, settings["response_format"])
     return completions
 
 

@@ -144,9 +144,10 @@ def _job(state: ServerState, job_id: str) -> Job:
 
 
 def _model_names(state: ServerState, job_ids: list[str]) -> dict[str, str]:
+    """The tuned models' names of jobs just read (so lost jobs were settled a moment ago)."""
     if not job_ids:
         return {}
-    rows = state.registry.read(lambda s: list(s.execute(
+    rows = state.registry.read_raw(lambda s: list(s.execute(
         select(Model.job_id, Model.name).where(Model.job_id.in_(job_ids)))))
     return {job_id: name for job_id, name in rows}
 

@@ -17,7 +17,7 @@ class ServerState:
     registry: Registry
     limits: Limits
     home: Path
-    cache: Any = None  # serve.cache.InferenceCache, made on first chat so torch loads only then
+    cache: Any = None  # serve.engine.EngineClient, made on first chat so torch loads only then
     worker: Any = None  # serve.worker.Worker when the worker runs alongside
     generations: Any = None  # threading.BoundedSemaphore: the cap on concurrent generations
     access: Access = field(default_factory=Access)

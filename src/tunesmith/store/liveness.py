@@ -177,12 +177,14 @@ def _hand_back(session: Session, owner: _Owner, reason: str) -> bool:
     return True
 
 
+_OWNED = select(Job.id, Job.host, Job.pid, Job.heartbeat_at, Job.run_dir, Job.worker_id).where(or_(
+    and_(Job.status == "running", Job.worker_id.is_(None), Job.pid.is_not(None)),  # a CLI run's
+    and_(Job.status.in_(HELD), Job.worker_id.is_not(None))))  # a worker's
+"""Built once: every read runs it, and building it costs more than running it on SQLite."""
+
+
 def _owners(session: Session) -> list[_Owner]:
-    cli = and_(Job.status == "running", Job.worker_id.is_(None), Job.pid.is_not(None))
-    held = and_(Job.status.in_(HELD), Job.worker_id.is_not(None))
-    rows = session.execute(select(Job.id, Job.host, Job.pid, Job.heartbeat_at, Job.run_dir, Job.worker_id)
-                           .where(or_(cli, held)))
-    return [_Owner(*row) for row in rows]
+    return [_Owner(*row) for row in session.execute(_OWNED)]
 
 
 def worker_fields() -> dict[str, Any]:
