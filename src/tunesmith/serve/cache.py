@@ -143,11 +143,10 @@ class InferenceCache:
 
     def _load_base(self, name: str) -> _Base:
         from tunesmith.data.render import Renderer
-        from tunesmith.model.loading import check_remote_code, load_model, load_tokenizer, resolve_model
+        from tunesmith.model.loading import load_model, load_tokenizer
         from tunesmith.serve.batcher import Batcher
 
-        ref = resolve_model(name)
-        check_remote_code(ref, False)  # trust_remote_code stays off for anything served
+        ref = served_ref(name)
         tokenizer = load_tokenizer(ref, False)
         with _BUILD_LOCK:
             model = load_model(ref, False, self.dtype).to(self.device).eval()
@@ -159,7 +158,6 @@ class InferenceCache:
         from peft import PeftModel
 
         from tunesmith.data.render import Renderer
-        from tunesmith.model.loading import ModelRef, load_tokenizer
 
         assert target.adapter_path is not None and target.adapter_name is not None
         with _BUILD_LOCK:
@@ -169,7 +167,25 @@ class InferenceCache:
                 base.model = PeftModel.from_pretrained(base.model, target.adapter_path,
                                                        adapter_name=target.adapter_name).eval()
         base.model.to(self.device)
-        path = Path(target.adapter_path)
-        tokenizer = load_tokenizer(ModelRef(str(path), str(path)), False) \
-            if (path / "tokenizer_config.json").exists() else base.tokenizer
+        tokenizer = adapter_tokenizer(target.adapter_path, base.tokenizer)
         return LoadedModel(base.model, tokenizer, Renderer(tokenizer), target.name)
+
+
+def served_ref(name: str) -> Any:
+    """Where a served base loads from; trust_remote_code stays off for anything served."""
+    from tunesmith.model.loading import check_remote_code, resolve_model
+
+    ref = resolve_model(name)
+    check_remote_code(ref, False)
+    return ref
+
+
+def adapter_tokenizer(adapter_path: str, base_tokenizer: Any) -> Any:
+    """The tokenizer an adapter was saved with, else its base's: the server measures prompts
+    and the engine decodes replies with this same one."""
+    from tunesmith.model.loading import ModelRef, load_tokenizer
+
+    path = Path(adapter_path)
+    if not (path / "tokenizer_config.json").exists():
+        return base_tokenizer
+    return load_tokenizer(ModelRef(str(path), str(path)), False)

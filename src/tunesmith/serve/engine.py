@@ -29,7 +29,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tunesmith.model.generation import Completion, Sampling
@@ -95,14 +94,14 @@ class EngineClient:
 def describe(target: Target) -> Described:
     """The tokenizer, chat template and config of `target`, as the engine loads them."""
     from tunesmith.data.render import Renderer
-    from tunesmith.model import loading
+    from tunesmith.model.loading import load_config, load_tokenizer
+    from tunesmith.serve.cache import adapter_tokenizer, served_ref
 
-    ref = loading.resolve_model(target.base)
-    loading.check_remote_code(ref, False)  # trust_remote_code stays off for anything served
-    tokenizer = loading.load_tokenizer(ref, False)
-    if target.adapter_path is not None and (Path(target.adapter_path) / "tokenizer_config.json").exists():
-        tokenizer = loading.load_tokenizer(loading.ModelRef(target.adapter_path, target.adapter_path), False)
-    return Described(target.name, tokenizer, Renderer(tokenizer), loading.load_config(ref))
+    ref = served_ref(target.base)
+    tokenizer = load_tokenizer(ref, False)
+    if target.adapter_path is not None:
+        tokenizer = adapter_tokenizer(target.adapter_path, tokenizer)
+    return Described(target.name, tokenizer, Renderer(tokenizer), load_config(ref))
 
 
 class _Engine:
@@ -158,8 +157,11 @@ class _Engine:
             except (EOFError, OSError):
                 break
             with self._lock:
-                completion = self._waiting.get(rid) if kind == "piece" else self._waiting.pop(rid, None)
-                self._cancelled.discard(rid) if kind == "end" else None
+                if kind == "piece":
+                    completion = self._waiting.get(rid)
+                else:  # "end": nothing more comes for it
+                    completion = self._waiting.pop(rid, None)
+                    self._cancelled.discard(rid)
             if completion is None:
                 continue
             if kind == "piece":
@@ -265,9 +267,9 @@ def _serve(conn: Any, max_bases: int, max_batch: int, window_seconds: float) -> 
             log.exception("starting a generation failed")
             for rid, _, _ in rows:
                 with lock:
-                    started = rid in live
-                if started:
-                    live[rid]._fail(exc)
+                    made = live.get(rid)
+                if made is not None:
+                    made._fail(exc)  # its relay sends the end
                 else:
                     send(("end", rid, "error", [], portable(exc)))
 
