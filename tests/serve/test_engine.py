@@ -59,6 +59,16 @@ def test_a_dead_engine_fails_its_requests_and_the_next_request_starts_another(en
     assert again.finish_reason in {"stop", "length"}
 
 
+def test_closing_ends_the_engine_at_once() -> None:
+    client = EngineClient()
+    [reply] = _completions(client.loaded(TINY), 1, 4)
+    client.submit(TINY, [reply])
+    reply.result(timeout=120)
+    process = client._engine._process  # type: ignore[union-attr]
+    client.close()
+    assert process.exitcode == 0  # it stopped when asked, not killed after the wait
+
+
 def test_a_failure_that_cannot_cross_the_pipe_crosses_as_its_text() -> None:
     class Unpicklable(Exception):
         def __init__(self, a: str, b: str):

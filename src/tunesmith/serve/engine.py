@@ -19,6 +19,7 @@ pipe closes, and starts again if it died; requests in flight when it died fail.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -140,11 +141,15 @@ class _Engine:
             self._lost(RuntimeError(f"the generation process is gone ({exc})"))
 
     def close(self) -> None:
+        """Ask the engine to stop, and wait for it. Closing the pipe alone would not do: the
+        reader thread's recv holds the socket open until it returns, so no EOF reaches the engine."""
         self._gone.set()
-        self._conn.close()
+        with contextlib.suppress(OSError, ValueError):  # already gone
+            self._send(("stop",))
         self._process.join(timeout=10)
         if self._process.is_alive():
             self._process.kill()
+        self._conn.close()
 
     def _send(self, message: Any) -> None:
         with self._send_lock:
@@ -278,6 +283,8 @@ def _serve(conn: Any, max_bases: int, max_batch: int, window_seconds: float) -> 
             message = conn.recv()
         except (EOFError, OSError):
             os._exit(0)  # the server is gone: no generation is wanted any more
+        if message[0] == "stop":
+            os._exit(0)
         if message[0] == "cancel":
             with lock:
                 cancelled.add(message[1])
