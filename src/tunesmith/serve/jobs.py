@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tunesmith.errors import RecipeError
 from tunesmith.recipe import apply_override, build_recipe
@@ -143,17 +144,18 @@ def _job(state: ServerState, job_id: str) -> Job:
     return job
 
 
-def _model_names(state: ServerState, job_ids: list[str]) -> dict[str, str]:
-    """The tuned models' names of jobs just read (so lost jobs were settled a moment ago)."""
+def _model_names(session: Session, job_ids: list[str]) -> dict[str, str]:
+    """The tuned models' names of these jobs, read in the caller's snapshot."""
     if not job_ids:
         return {}
-    rows = state.registry.read_raw(lambda s: list(s.execute(
-        select(Model.job_id, Model.name).where(Model.job_id.in_(job_ids)))))
+    rows = session.execute(select(Model.job_id, Model.name).where(Model.job_id.in_(job_ids)))
     return {job_id: name for job_id, name in rows}
 
 
 def _view(state: ServerState, job: Job) -> dict[str, Any]:
-    return job_object(job, _model_names(state, [job.id]).get(job.id))
+    """A job just read or written (so lost jobs were settled a moment ago) with its model's name."""
+    names = state.registry.read_raw(lambda s: _model_names(s, [job.id]))
+    return job_object(job, names.get(job.id))
 
 
 @router.get("/v1/fine_tuning/jobs")
@@ -166,13 +168,17 @@ def list_jobs(request: Request, state: Annotated[ServerState, Depends(server)],
         query = query.where(after_condition(Job.created_at, Job.id, anchor.created_at, anchor.id, True))
     wanted = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
               if k.startswith("metadata[") and k.endswith("]")}
-    rows = state.registry.read(lambda s: list(s.scalars(
-        query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1 if not wanted else None))))
-    if wanted:  # metadata is JSON: filtered here so it works on every database
-        rows = [j for j in rows if all((j.user_metadata or {}).get(k) == v for k, v in wanted.items())]
-    shown = rows[:limit]
-    names = _model_names(state, [j.id for j in shown])
-    return page([job_object(j, names.get(j.id)) for j in shown], len(rows) > limit)
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1 if not wanted else None)
+
+    def work(session: Session) -> tuple[list[Job], bool, dict[str, str]]:
+        rows = list(session.scalars(query))
+        if wanted:  # metadata is JSON: filtered here so it works on every database
+            rows = [j for j in rows if all((j.user_metadata or {}).get(k) == v for k, v in wanted.items())]
+        shown = rows[:limit]
+        return shown, len(rows) > limit, _model_names(session, [j.id for j in shown])
+
+    shown, more, names = state.registry.read(work)  # one snapshot: the page and its names agree
+    return page([job_object(j, names.get(j.id)) for j in shown], more)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}")
@@ -224,6 +230,6 @@ def list_checkpoints(job_id: str, state: Annotated[ServerState, Depends(server)]
             raise not_found("checkpoint", after, "after")
         query = query.where(Checkpoint.step < anchor.step)
     query = query.order_by(Checkpoint.step.desc()).limit(limit + 1)
-    rows = state.registry.read(lambda s: list(s.scalars(query)))
-    name = _model_names(state, [job.id]).get(job.id) or f"ft:{job.base_model}:{job.id}"
+    rows, names = state.registry.read(lambda s: (list(s.scalars(query)), _model_names(s, [job.id])))
+    name = names.get(job.id) or f"ft:{job.base_model}:{job.id}"
     return page([checkpoint_object(c, name) for c in rows[:limit]], len(rows) > limit)

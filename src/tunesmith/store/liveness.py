@@ -132,19 +132,21 @@ def release(session: Session, job: Job, why: str = WORKER_STOPPED) -> None:
     session.add(Event(job_id=job.id, type="status", level=level, message=message, data={}))
 
 
-def settle_lost(registry: Registry) -> list[str]:
-    """Settle every job whose process is gone (failed for a CLI run, handed back for a worker's
-    job); their ids.
-
-    One cheap indexed read when nothing is wrong; the write happens only for a lost job, and
-    only if its row is unchanged since it was read (a beat in between keeps it running)."""
-    owners = registry.read_raw(_owners)
+def find_lost(session: Session) -> list[tuple[_Owner, str]]:
+    """The jobs whose process is gone, each with why: one cheap indexed read, made in the
+    reader's own snapshot so a read where nothing is lost costs no second transaction."""
+    owners = _owners(session)
     if not owners:
         return []
     at, limit, host = now(), stale_seconds(), this_host()
-    lost = [(owner, reason) for owner in owners if (reason := lost_reason(owner, at, limit, host))]
-    if not lost:
-        return []
+    return [(owner, reason) for owner in owners if (reason := lost_reason(owner, at, limit, host))]
+
+
+def settle(registry: Registry, lost: list[tuple[_Owner, str]]) -> list[str]:
+    """Settle the jobs `find_lost` found (failed for a CLI run, handed back for a worker's
+    job); their ids. Each write happens only if the row is unchanged since it was read (a beat
+    in between keeps it running)."""
+    at = now()
 
     def work(session: Session) -> list[str]:
         settled = []

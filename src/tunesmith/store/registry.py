@@ -80,8 +80,18 @@ class Registry:
 
     def read(self, work: Callable[[Session], T]) -> T:
         """Run `work` in a read-only snapshot (SQLite: no write lock taken), after settling any
-        running job whose process is gone (store/liveness.py), so no reader sees it running."""
-        liveness.settle_lost(self)
+        running job whose process is gone (store/liveness.py), so no reader sees it running.
+
+        The check and `work` share one snapshot when nothing is lost (the common case: one
+        transaction per read); otherwise the lost jobs are settled and `work` reads afresh."""
+        def attempt() -> tuple[list[Any], T | None]:
+            with self._readers.begin() as session:
+                lost = liveness.find_lost(session)
+                return lost, None if lost else work(session)
+        lost, result = retrying(attempt)
+        if not lost:
+            return result  # type: ignore[return-value]
+        liveness.settle(self, lost)
         return self.read_raw(work)
 
     def read_raw(self, work: Callable[[Session], T]) -> T:
