@@ -80,9 +80,12 @@ class AuthMiddleware:
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
-        from fastapi.concurrency import run_in_threadpool
+        allowed = self.checker.allows_cached(authorization)
+        if allowed is None:  # the key list is read again, off the event loop
+            from fastapi.concurrency import run_in_threadpool
 
-        if not await run_in_threadpool(self.checker.allows, authorization):
+            allowed = await run_in_threadpool(self.checker.allows, authorization)
+        if not allowed:
             response = JSONResponse(body("Incorrect or missing API key. Send 'Authorization: Bearer KEY' "
                                          "(create one with `tunesmith keys create`).",
                                          "invalid_request_error", None, "invalid_api_key"), status_code=401)

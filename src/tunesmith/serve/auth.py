@@ -76,7 +76,17 @@ class KeyChecker:
             return self._hashes
 
     def allows(self, authorization: str | None) -> bool:
-        hashes = self.active()
+        return self._matches(self.active(), authorization)
+
+    def allows_cached(self, authorization: str | None) -> bool | None:
+        """`allows` from the cache alone, without the database (so the event loop may ask it);
+        None when the cached keys are too old to answer."""
+        if time.monotonic() - self._read_at > CACHE_SECONDS:
+            return None
+        return self._matches(self._hashes, authorization)  # set before _read_at: never older
+
+    @staticmethod
+    def _matches(hashes: frozenset[str], authorization: str | None) -> bool:
         if not hashes:
             return True  # no keys configured: open (the CLI warns when that is beyond loopback)
         scheme, _, key = (authorization or "").partition(" ")

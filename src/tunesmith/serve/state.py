@@ -29,5 +29,6 @@ class ServerState:
         return self.home / "runs"
 
 
-def server(request: Request) -> ServerState:
+async def server(request: Request) -> ServerState:
+    """The server's state (async: FastAPI would run a plain function in its thread pool)."""
     return request.app.state.server
