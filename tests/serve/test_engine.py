@@ -7,7 +7,7 @@ import pytest
 
 from tunesmith.model.generation import Completion, Sampling
 from tunesmith.serve.cache import InferenceCache, Target
-from tunesmith.serve.engine import EngineClient, portable
+from tunesmith.serve.engine import EngineClient, engine_threads, portable
 
 TINY = Target("tunesmith/tiny-chat", "tunesmith/tiny-chat")
 
@@ -77,3 +77,13 @@ def test_a_failure_that_cannot_cross_the_pipe_crosses_as_its_text() -> None:
     sent = portable(Unpicklable("the weights are gone", "x"))
     assert isinstance(sent, RuntimeError) and "Unpicklable: the weights are gone" in str(sent)
     assert isinstance(portable(ValueError("kept")), ValueError)
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (16, 15)])
+def test_the_engine_leaves_one_core_to_the_server(monkeypatch: pytest.MonkeyPatch, cores: int,
+                                                  threads: int) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert engine_threads() == threads
+    assert engine_threads(4) == 4  # `tunesmith serve --engine-threads 4`

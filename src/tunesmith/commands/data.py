@@ -12,6 +12,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from tunesmith.commands import positive_int
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
@@ -41,11 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "a folder, a hub id or the bundled model (default); 'none' skips tokens")
     check.add_argument("--format", choices=FORMATS, default="auto",
                        help="dataset shape (default: detected from the first row)")
-    check.add_argument("--max-length", type=_positive_int, metavar="N",
+    check.add_argument("--max-length", type=positive_int, metavar="N",
                        help="token limit per example (default: a recipe's data.max_length)")
     check.add_argument("--epochs", type=_epochs, default=3, metavar="N",
                        help="epochs for the billed-token estimate, or 'auto' (default: 3)")
-    check.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
+    check.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                        help="examples per optimizer step, for the packing estimate (default: 8)")
     check.add_argument("--chat-template", metavar="T", help="chat template instead of the model's "
                        "own: a .jinja file or a built-in name (chatml-tools), as data.chat_template")
@@ -53,18 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=run_check)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def _epochs(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive_int(text)
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
+from tunesmith.commands import positive_int
 from tunesmith.commands.worker import add_worker_options, worker_settings
 
 
@@ -23,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-concurrent-generations", type=int, default=8,
                         help="requests generating at once (those on one base are batched together)")
     parser.add_argument("--max-loaded-models", type=int, default=2, help="base models kept in memory")
+    parser.add_argument("--engine-threads", type=positive_int, default=None, metavar="N",
+                        help="torch threads generating replies (default: all CPU cores but one, "
+                             "which is left to the server's own work)")
     security = parser.add_argument_group("security (docs/server.md, Security)")
     security.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                           help="a Host name to serve besides localhost, 127.0.0.1 and ::1 (repeatable; the "
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     access = Access(allow_python_graders=args.allow_python_graders, allowed_hosts=hosts)
     limits = Limits(max_upload_bytes=args.max_upload_mb * MIB, max_tokens=args.max_tokens, max_n=args.max_n,
                     max_concurrent_generations=args.max_concurrent_generations,
-                    max_loaded_bases=args.max_loaded_models)
+                    max_loaded_bases=args.max_loaded_models, engine_threads=args.engine_threads)
     worker = None if args.no_worker else worker_settings(args)
     app = create_app(registry, tunesmith_home(), limits, worker, access)
     auth = f"{len(keys)} API key(s) required" if keys else "no API keys (open)"

@@ -227,7 +227,7 @@ def _cache(state: ServerState) -> Any:
     if state.cache is None:
         from tunesmith.serve.engine import EngineClient
 
-        state.cache = EngineClient(state.limits.max_loaded_bases)
+        state.cache = EngineClient(state.limits.max_loaded_bases, threads=state.limits.engine_threads)
     return state.cache
 
 

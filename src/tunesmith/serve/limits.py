@@ -20,6 +20,8 @@ class Limits:
     generation_wait_seconds: float = 60.0
     """How long a request waits for a free generation slot before a 429."""
     max_loaded_bases: int = 2
+    engine_threads: int | None = None
+    """The generation engine's torch threads; None: all cores but one (serve/engine.py)."""
     max_list_limit: int = 100
 
 
