@@ -68,6 +68,20 @@ def test_keys_guard_every_route_but_health(registry: Registry, tmp_path: Path,
     assert client.get("/v1/files", headers={"Authorization": f"Bearer {key}"}).status_code == 401
 
 
+def test_the_cached_key_check_answers_like_the_full_one_and_only_while_fresh(registry: Registry) -> None:
+    row, key = auth.create_key(registry, "ci")
+    checker = auth.KeyChecker(registry)
+    assert checker.allows_cached(f"Bearer {key}") is None  # nothing read yet: the event loop must not guess
+    assert checker.allows(f"Bearer {key}") and not checker.allows("Bearer nope")
+    assert checker.allows_cached(f"Bearer {key}") is True
+    assert checker.allows_cached("Bearer nope") is False and checker.allows_cached(None) is False
+    auth.create_key(registry, "other")  # with no key left at all the server would be open
+    auth.revoke_key(registry, row.id)
+    checker._read_at -= auth.CACHE_SECONDS + 1  # the cache's second has passed
+    assert checker.allows_cached(f"Bearer {key}") is None
+    assert not checker.allows(f"Bearer {key}")  # the fresh read sees the revocation
+
+
 def test_uploads_are_checked_capped_and_paginated(registry: Registry, tmp_path: Path) -> None:
     client = make_client(registry, tmp_path, max_upload_bytes=2000)
     assert upload(client, json.dumps(ROW), name="data.csv").json()["error"]["param"] == "file"
