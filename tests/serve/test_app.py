@@ -207,3 +207,32 @@ def test_models_lists_and_shows_the_registered_bases_without_their_paths(registr
     refused = client.delete("/v1/models/smollm2-135m-instruct")
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
     assert "smollm2-135m-instruct" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+
+
+CALL = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}
+
+
+@pytest.mark.parametrize(("messages", "param"), [
+    ([{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}],
+     "messages[1]"),  # a reply to no call
+    ([{"role": "user", "content": "hi"}, CALL, {"role": "user", "content": "well?"},
+      {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}], "messages[3]"),  # not just after it
+    ([{"role": "user", "content": "hi"}, CALL, {"role": "tool", "tool_call_id": "call_9", "content": "x"}],
+     "messages[2].tool_call_id"),  # a call the model never made
+])
+def test_a_tool_message_must_answer_the_call_before_it(registry: Registry, tmp_path: Path, messages: list,
+                                                       param: str) -> None:
+    response = make_client(registry, tmp_path).post(
+        "/v1/chat/completions", json={"model": "tunesmith/tiny-chat", "messages": messages})
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+def test_tool_replies_to_the_calls_before_them_pass_the_check() -> None:
+    from tunesmith.serve.chat import _check_tool_replies
+
+    second = {**CALL, "tool_calls": [*CALL["tool_calls"], {**CALL["tool_calls"][0], "id": "call_2"}]}
+    _check_tool_replies([{"role": "user", "content": "hi"}, second,
+                         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                         {"role": "tool", "tool_call_id": "call_2", "content": "warm"},
+                         {"role": "assistant", "content": "Sunny and warm."}])

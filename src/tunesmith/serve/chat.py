@@ -205,7 +205,28 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
                 raise APIError(400, f"messages[{index}].tool_calls[{position}] must be {{'id', 'type': "
                                     "'function', 'function': {'name', 'arguments' (a JSON string)}}",
                                param=f"messages[{index}].tool_calls[{position}]", code="invalid_value")
+    _check_tool_replies(messages)
     return messages
+
+
+def _check_tool_replies(messages: list[dict[str, Any]]) -> None:
+    """A tool message answers a call of the assistant message just before it (other tool
+    replies may come between), as the hosted API requires: a template would otherwise render a
+    reply to nothing, or to a call the model never made."""
+    calls: set[str] = set()  # the ids the assistant turn just before called
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant":
+            calls = {call["id"] for call in message.get("tool_calls") or []}
+        elif message["role"] != "tool":
+            calls = set()
+        elif not calls:
+            raise APIError(400, f"messages[{index}] has role 'tool' but is not a reply to an assistant "
+                                "message with tool_calls just before it", param=f"messages[{index}]",
+                           code="invalid_value")
+        elif (answered := message.get("tool_call_id", None)) is not None and answered not in calls:
+            raise APIError(400, f"messages[{index}].tool_call_id {answered!r} names no call of the "
+                                f"assistant message before it (its calls: {', '.join(sorted(calls))})",
+                           param=f"messages[{index}].tool_call_id", code="invalid_value")
 
 
 class _Slot:
