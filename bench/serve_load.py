@@ -49,9 +49,12 @@ def tree_env(home: Path, src: Path) -> dict[str, str]:
     return env
 
 
-def start_server(env: dict[str, str], home: Path, port: int, concurrency: int) -> subprocess.Popen[bytes]:
+def start_server(env: dict[str, str], home: Path, port: int, concurrency: int,
+                 engine_threads: int | None) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "tunesmith", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--no-worker", "--max-concurrent-generations", str(concurrency)]
+    if engine_threads is not None:  # trees before 8f06f08 have no such option
+        command += ["--engine-threads", str(engine_threads)]
     process = subprocess.Popen(command, env=env, stdout=(home / "server.log").open("wb"),
                                stderr=subprocess.STDOUT)
     import httpx
@@ -161,6 +164,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--concurrent-generations", type=int, default=8,
                         help="the server's cap (default: the server's own default, 8)")
+    parser.add_argument("--engine-threads", type=int,
+                        help="the engine's torch threads (default: the server's own choice)")
     parser.add_argument("--jobs", type=int, default=200, help="queued jobs recorded for the listings")
     parser.add_argument("--seconds", type=float, default=180, help="hard time limit for the load phase")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
@@ -183,7 +188,7 @@ def main() -> int:
         if args.model_path is not None:
             model = register_model(env, home, args.model_path.expanduser().resolve())
         port = free_port()
-        server = start_server(env, home, port, args.concurrent_generations)
+        server = start_server(env, home, port, args.concurrent_generations, args.engine_threads)
         try:
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench", max_retries=0,
                                    timeout=600)
@@ -220,6 +225,7 @@ def main() -> int:
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "cpu": machine(),
                "src": str(args.src.resolve()), "model": served, "first_chat_with_load_s": load_s,
                "max_tokens": args.max_tokens, "concurrent_generations": args.concurrent_generations,
+               "engine_threads": args.engine_threads,
                "load_average_before": load_before, "load_average_after": load_after, "results": results}
     print(f"{args.src.resolve()}, {served}: first chat (loads the model): {load_s:.1f} s; "
           f"max_tokens={args.max_tokens}, generation cap {args.concurrent_generations}, "
