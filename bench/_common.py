@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT / "src" / "tunesmith" / "assets" / "data"
 TINY = ROOT / "src" / "tunesmith" / "assets" / "models" / "tiny-chat"
 RESULTS = ROOT / "bench" / "results"
+# TRL at its best on every device: Trainer's fused AdamW, as tunesmith's training uses (the
+# default "adamw_torch" loops over the tensors off CUDA, several times slower on full weights).
+TRL_OPTIM = "adamw_torch_fused"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_LABEL = "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32)"
 

@@ -229,7 +229,7 @@ def worker_trl(cfg: dict[str, Any]) -> dict[str, Any]:
         output_dir=str(Path(cfg["workdir"]) / f"trl-{cfg['tag']}"), max_steps=cfg["steps"],
         per_device_train_batch_size=cfg["batch_size"], gradient_accumulation_steps=1,
         learning_rate=2e-4 if cfg["adapter"] == "lora" else 2e-5, lr_scheduler_type="linear",
-        warmup_steps=0, optim="adamw_torch_fused" if cuda else "adamw_torch", bf16=cuda,
+        warmup_steps=0, optim="adamw_torch_fused", bf16=cuda,
         use_cpu=not cuda, gradient_checkpointing=False, padding_free=True, packing=False, max_length=None,
         completion_only_loss=True, save_strategy="no", eval_strategy="no", logging_steps=1,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=0)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DATA_ROOT,
     RESULTS,
+    TRL_OPTIM,
     Baton,
     TrlSteps,
     TunesmithSteps,
@@ -159,7 +160,7 @@ def worker_trl(cfg: dict[str, Any], baton: Baton) -> dict[str, Any]:
         temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
         beta=0.0, epsilon=0.2, num_iterations=1, loss_type="grpo", scale_rewards="group",
         learning_rate=cfg["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, optim="adamw_torch", seed=cfg["seed"], data_seed=cfg["seed"],
+        max_grad_norm=1.0, optim=TRL_OPTIM, seed=cfg["seed"], data_seed=cfg["seed"],
         bf16=cfg["trl_bf16"], fp16=False, use_cpu=True, gradient_checkpointing=False,
         shuffle_dataset=False, eval_strategy="no", save_strategy="no", logging_steps=1,
         report_to="none", disable_tqdm=True, dataloader_num_workers=0, log_completions=False,

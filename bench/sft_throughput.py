@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DATA_ROOT,
     RESULTS,
+    TRL_OPTIM,
     Baton,
     TrlSteps,
     TunesmithSteps,
@@ -192,7 +193,7 @@ def worker_trl(cfg: dict[str, Any], plan: dict[str, Any], baton: Baton) -> dict[
         max_steps=cfg["steps"], num_train_epochs=1,
         per_device_train_batch_size=cfg["batch_size"], gradient_accumulation_steps=1,
         learning_rate=cfg["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, optim="adamw_torch", seed=cfg["seed"], data_seed=cfg["seed"],
+        max_grad_norm=1.0, optim=TRL_OPTIM, seed=cfg["seed"], data_seed=cfg["seed"],
         # bf16: autocast over weights held as tunesmith holds them (bf16 base under LoRA, fp32
         # master weights under full fine-tuning), PEFT's adapter weights in fp32 either way.
         bf16=cfg["dtype"] == "bfloat16", fp16=False, use_cpu=True, gradient_checkpointing=False,

@@ -34,6 +34,7 @@ from tunesmith.train import stopping
 from tunesmith.train.auto import resolve_auto
 from tunesmith.train.data import prepare_data
 from tunesmith.train.objectives import Objective, make_objective
+from tunesmith.train.optimizer import adamw, keep_fused
 from tunesmith.train.reporting import Fanout, MetricsFile, MLflowReporter, Reporter, TensorBoardReporter
 from tunesmith.train.run import RunDir, RunFolderGone
 
@@ -268,8 +269,7 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise RecipeError("nothing to train: every weight is frozen", where="adapter.freeze_layers")
-    optimizer = torch.optim.AdamW(params, lr=float(training.learning_rate),
-                                  weight_decay=training.weight_decay)
+    optimizer = adamw(params, float(training.learning_rate), training.weight_decay)
     lengths = [len(e) for e in data.train]
     steps_per_epoch = math.ceil(len(lengths) / int(training.batch_size))
     total_steps = steps_per_epoch * int(training.epochs)
@@ -288,6 +288,7 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
             fix=f"let it end at step {latest.step} or later")
     if latest is not None:
         state = pckpt.restore(ctx, latest, model, optimizer)
+        keep_fused(optimizer)
         scheduler.load_state_dict(state["scheduler"])
         progress = _Progress(**state["progress"])
     if run.metrics_file.exists():
