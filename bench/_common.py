@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tunesmith import allocator
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT / "src" / "tunesmith" / "assets" / "data"
 TINY = ROOT / "src" / "tunesmith" / "assets" / "models" / "tiny-chat"
@@ -80,6 +82,11 @@ class Memory:
         if self.sampler is not None:
             return self.sampled_peak / 2**20
         return _status_kib("VmHWM") / 1024
+
+
+def minor_faults() -> int:
+    """Pages this process has faulted in so far (each fresh page of a new block costs one)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def lifetime_max_rss_mib() -> float:
@@ -252,12 +259,14 @@ class TunesmithSteps:
             self.state["auto"] = record.get("auto")
             self.baton.sync()
             self.last_total = self.counter.total
+            self.last_faults = minor_faults()
         elif record.get("type") == "train":
+            faults, self.last_faults = minor_faults() - self.last_faults, minor_faults()
             total = self.counter.total
             computed = total - self.last_total
             tokens = {"tokens": computed} if self.tokens_key is None else {
                 "tokens": int(record[self.tokens_key]), "computed_tokens": computed}
-            self.steps.append({**tokens, "loss": record["loss"],
+            self.steps.append({**tokens, "loss": record["loss"], "minor_faults": faults,
                                **{key: record.get(key) for key in self.fields}})
             self.last_total = total
             self.state["peak_rss_mib"] = self.memory.peak_mib()
@@ -304,11 +313,13 @@ class TrlSteps:
             def on_step_begin(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
                 outer.baton.sync()
                 outer.start_tokens = outer.counter.total
+                outer.start_faults = minor_faults()
                 outer.start = time.perf_counter()
 
             def on_step_end(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
                 outer.steps.append({"seconds": time.perf_counter() - outer.start,
-                                    "tokens": outer.counter.total - outer.start_tokens})
+                                    "tokens": outer.counter.total - outer.start_tokens,
+                                    "minor_faults": minor_faults() - outer.start_faults})
                 outer.peak_rss_mib = outer.memory.peak_mib()
                 if st.global_step >= args.max_steps:
                     outer.baton.sync()
@@ -340,6 +351,12 @@ class TrlSteps:
 
 # --- worker processes and the driver ------------------------------------------------------------
 
+
+PEER_ALLOCATOR_ENV = {"THP_MEM_ALLOC_ENABLE": "1", "MALLOC_MMAP_THRESHOLD_": str(allocator.MMAP_THRESHOLD),
+                      "MALLOC_TRIM_THRESHOLD_": str(allocator.TRIM_THRESHOLD)}
+"""`--peer-allocator tunesmith` (the default): the peer's process gets the allocator settings
+tunesmith's training applies to itself (tunesmith/allocator.py), as environment variables at its
+start, so a ratio measures the trainers and not the allocator. `default`: the peer as installed."""
 
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
               "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
@@ -393,7 +410,9 @@ def alternate(cfg: dict[str, Any], workdir: Path, tag: str, script: str, first: 
               kinds: tuple[str, str] = ("tunesmith", "trl")) -> dict[str, dict[str, Any]]:
     """Start both trainers, let them load side by side, then alternate their steps (A B, B A,
     A B, ...) for cfg["steps"] steps; each then saves and writes its result, one at a time."""
-    workers = {kind: Worker(kind, cfg, workdir, tag, lockstep=True, script=script) for kind in kinds}
+    peer_env = PEER_ALLOCATOR_ENV if cfg.get("peer_allocator", "tunesmith") == "tunesmith" else {}
+    workers = {kind: Worker(kind, cfg, workdir, tag, lockstep=True, script=script,
+                            env=None if kind == "tunesmith" else peer_env) for kind in kinds}
     try:
         for worker in workers.values():
             worker.wait_ready()  # loaded, data prepared, about to take step 1
@@ -494,6 +513,24 @@ def add_worker_arguments(parser: Any, workers: list[str]) -> None:
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--sync", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-allocator", choices=["tunesmith", "default"], default="tunesmith",
+                        help="the peer's process gets tunesmith's allocator settings (default), or "
+                             "runs with the allocator as installed")
+
+
+def allocator_words(cfg: dict[str, Any], steps: dict[str, list[dict[str, Any]]]) -> str:
+    """The report's line on the allocator and the pages each tool faulted in per step."""
+    settings = " ".join(f"{k}={v}" for k, v in PEER_ALLOCATOR_ENV.items())
+    if cfg.get("peer_allocator", "tunesmith") == "tunesmith":
+        given = (f"the peer got tunesmith's allocator settings ({settings}), which tunesmith's "
+                 "training applies to itself (tunesmith/allocator.py)")
+    else:
+        given = ("the peer ran with the allocator as installed, tunesmith with its own settings "
+                 "(tunesmith/allocator.py)")
+    faults = {tool: statistics.median(s["minor_faults"] for s in run[1:]) for tool, run in steps.items()
+              if len(run) > 1 and all("minor_faults" in s for s in run)}
+    counted = ", ".join(f"{tool} {value:,.0f}" for tool, value in faults.items())
+    return f"Allocator: {given}. Pages faulted in per step (median): {counted}."
 
 
 # --- model FLOPs utilisation ----------------------------------------------------------------------

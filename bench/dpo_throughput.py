@@ -36,6 +36,7 @@ from _common import (
     TunesmithSteps,
     Worker,
     add_worker_arguments,
+    allocator_words,
     alternate,
     cpu_description,
     decoder_linear_params,
@@ -235,6 +236,7 @@ def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], evaluation: dic
                  "policy's forward and input gradient, the reference's forward over the same tokens; no "
                  "attention or LM head, so a lower bound)",
                  {"tunesmith": ts["tokens_per_s"], "TRL": trl["tokens_per_s"]}, peaks, cfg["dtype"]),
+        "- " + allocator_words(cfg, {"tunesmith": pair["tunesmith"]["steps"], "TRL": pair["trl"]["steps"]}),
         f"- Held-out: tunesmith's DPO evaluation of both adapters on {evaluation['pairs']} pairs of "
         "support_preference/validation.jsonl.",
         f"- Train loss at step 1 / {cfg['steps']}: tunesmith {ts['first']:.4f} / {ts['last']:.4f}, "
@@ -279,6 +281,7 @@ def main() -> None:
            "beta": args.beta, "dtype": dtype, "trl_bf16": dtype == "bfloat16",
            "weights_dtype": dtype, "dtype_reason": reason,
            "trl_padding_free": not args.trl_padded, "workdir": str(workdir)}
+    cfg["peer_allocator"] = args.peer_allocator
     print(f"model: {model['label']}\nwork folder: {workdir}\ndtype: {dtype} ({reason})", flush=True)
     cfg["order"] = training_order(cfg)
     cfg["decoder_params"] = decoder_linear_params(cfg)

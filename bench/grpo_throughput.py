@@ -37,6 +37,7 @@ from _common import (
     TrlSteps,
     TunesmithSteps,
     add_worker_arguments,
+    allocator_words,
     alternate,
     cpu_description,
     load_average,
@@ -232,6 +233,7 @@ def report(cfg: dict[str, Any], pair: dict[str, dict[str, Any]], command: str, s
         f"AdamW lr {cfg['lr']} constant, grad-norm clip 1.0; tunesmith dtype {cfg['dtype']}, "
         f"TRL bf16={cfg['trl_bf16']} ({cfg['dtype_reason']}; base weights in {cfg['weights_dtype']} "
         "in both); no gradient checkpointing.",
+        "- " + allocator_words(cfg, {"tunesmith": steps_ts, "TRL": steps_trl}),
         f"- completions/s and tokens/s over steps 2..{cfg['steps']} (sampling, grading, the loss, backward "
         f"and optimizer step; tunesmith {ts['seconds']:.1f} s, TRL {trl['seconds']:.1f} s); generated tokens "
         f"{ts['generated']:.0f} vs {trl['generated']:.0f}; tokens through the training forward "
@@ -282,6 +284,7 @@ def main() -> None:
            "seed": args.seed, "rank": 16, "alpha": 32, "lr": args.lr, "dtype": dtype,
            "trl_bf16": dtype == "bfloat16", "weights_dtype": dtype, "dtype_reason": reason,
            "workdir": str(workdir)}
+    cfg["peer_allocator"] = args.peer_allocator
     print(f"model: {model['label']}\nwork folder: {workdir}\ndtype: {dtype} ({reason})", flush=True)
     try:
         cfg["prompts_file"] = str(write_prompts(workdir))

@@ -35,6 +35,7 @@ from _common import (
     TunesmithSteps,
     Worker,
     add_worker_arguments,
+    allocator_words,
     alternate,
     cpu_description,
     decoder_linear_params,
@@ -384,6 +385,7 @@ def report(cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], evaluatio
                  {"tunesmith": computed / sum(s["seconds"] for s in runs["tunesmith"][0]["steps"][1:]),
                   "TRL": sum(s["tokens"] for s in trl_run["steps"][1:])
                   / sum(s["seconds"] for s in trl_run["steps"][1:])}, peaks, cfg["dtype"]),
+        "- " + allocator_words(cfg, {"tunesmith": runs["tunesmith"][0]["steps"], "TRL": trl_run["steps"]}),
         f"- tokens/s of each repeat: tunesmith {ts['each_tokens_per_s']}, TRL {trl['each_tokens_per_s']}. "
         f"Whole benchmark: {time.perf_counter() - started:.0f} s.",
         "",
@@ -445,6 +447,7 @@ def main() -> None:
            "workdir": str(workdir), "plan": str(workdir / "plan.json"),
            "data": str(DATA_ROOT / args.data if (DATA_ROOT / args.data).is_dir()
                        else Path(args.data).resolve())}
+    cfg["peer_allocator"] = args.peer_allocator
     cfg["dtype"], cfg["dtype_reason"] = pick_dtype(args.dtype, args.adapter == "full")
     cfg["weights_dtype"] = cfg["dtype"] if args.adapter == "lora" else "float32"
     print(f"model: {model['label']}\nwork folder: {workdir}\ndtype: {cfg['dtype']} ({cfg['dtype_reason']})",

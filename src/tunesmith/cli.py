@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-from tunesmith import __version__
+from tunesmith import __version__, allocator
 from tunesmith.errors import TunesmithError
 
 COMMAND_MODULES = (
@@ -58,6 +58,7 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    allocator.tune()  # before any command allocates its first large tensor
     quiet_libraries()
     try:
         return int(args.handler(args) or 0)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from tunesmith import allocator
 from tunesmith.data.pack import pack_groups, plan_epoch
 from tunesmith.data.templates import apply_chat_template_choice
 from tunesmith.errors import ModelError, RecipeError, TunesmithError
@@ -176,6 +177,7 @@ def train(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
     """
     if overrides and resume_dir is None:
         raise TypeError("overrides go with resume_dir; a new run takes them in its recipe")
+    allocator.tune()  # a library caller gets what `tunesmith train` gets (a no-op the second time)
     ctx = dist.setup()
     try:
         result = _train(ctx, recipe, resume_dir, tuple(overrides), reporters, should_stop)
