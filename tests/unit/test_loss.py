@@ -101,3 +101,27 @@ def test_under_autocast_the_head_computes_in_bf16_and_returns_fp32_gradients() -
     torch.testing.assert_close(loss16, loss32, rtol=2e-2, atol=0)
     torch.testing.assert_close(h16, h32, rtol=5e-2, atol=5e-2)
     torch.testing.assert_close(w16, w32, rtol=5e-2, atol=5e-2)
+
+
+def test_its_gradients_are_given_once_and_a_second_backward_says_so() -> None:
+    """backward hands the gradients it computed in the forward pass over (so autograd keeps them
+    as .grad without a copy); a second backward through the same graph is an error, not a
+    silently doubled gradient."""
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(12, 4, generator=generator).requires_grad_()
+    loss, _ = _LinearCrossEntropy.apply(torch.randn(6, 4, generator=generator), weight, None,
+                                        torch.randint(12, (6,), generator=generator), None, 4, True)
+    loss.backward(retain_graph=True)
+    first = weight.grad.clone()
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        loss.backward()
+    torch.testing.assert_close(weight.grad, first)
+
+
+def test_no_tokens_give_a_zero_weight_gradient() -> None:
+    weight = torch.randn(12, 4).requires_grad_()
+    no_targets = torch.zeros(0, dtype=torch.long)
+    loss, correct = _LinearCrossEntropy.apply(torch.zeros(0, 4), weight, None, no_targets, None, 4, True)
+    loss.backward()
+    assert float(loss.detach()) == 0 and int(correct) == 0
+    assert weight.grad is not None and torch.count_nonzero(weight.grad) == 0

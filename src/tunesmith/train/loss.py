@@ -103,7 +103,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         grad_hidden = torch.empty_like(hidden_in) if need_hidden else None
         fp32 = {"dtype": torch.float32, "device": weight.device}
-        grad_weight = torch.zeros(weight.shape, **fp32) if need_weight else None
+        grad_weight = None  # fp32, from the first chunk's product: no zero-filled buffer to add it to
         grad_bias = torch.zeros(bias.shape, **fp32) if need_bias else None
         buffer = hidden.new_empty((min(chunk_tokens, count), weight.shape[0])) if count else None
         for start in range(0, count, chunk_tokens):
@@ -148,13 +148,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     torch.mm(grad, weight, out=grad_hidden[start : start + chunk_tokens])
                 else:
                     grad_hidden[start : start + chunk_tokens] = torch.mm(grad, weight)
-            if grad_weight is not None:
+            if need_weight:
                 if compute is None:
-                    grad_weight.addmm_(grad.t().float(), part.float())
+                    if grad_weight is None:
+                        grad_weight = torch.mm(grad.t().float(), part.float())
+                    else:
+                        grad_weight.addmm_(grad.t().float(), part.float())
                 else:  # the product in the compute dtype, summed in fp32
-                    grad_weight += torch.mm(grad.t(), part)
+                    product = torch.mm(grad.t(), part)
+                    grad_weight = product.float() if grad_weight is None else grad_weight.add_(product)
             if grad_bias is not None:
                 grad_bias += grad.sum(dim=0, dtype=torch.float32)
+        if need_weight and grad_weight is None:  # no tokens
+            grad_weight = torch.zeros(weight.shape, **fp32)
         ctx.grads = (grad_hidden,
                      grad_weight.to(master_dtypes[1]) if grad_weight is not None else None,
                      grad_bias.to(master_dtypes[2]) if grad_bias is not None else None)
@@ -163,7 +169,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_correct: Any) -> tuple[Any, ...]:
-        grads = [None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads]
+        # Handed over, not kept: autograd then stores each as the parameter's .grad without a
+        # copy (a vocabulary-sized head gradient is 113 MiB for SmolLM2), and the scale is
+        # applied in place. The gradients were computed once, so they can be given once.
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:
+            raise RuntimeError("the fused cross-entropy's backward ran twice; its gradients are given once")
+        if not bool(grad_loss == 1):
+            grads = tuple(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads)
         return (*grads, None, None, None, None, None, None)
 
 
