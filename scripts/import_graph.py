@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 # A module belongs to the layer of the longest prefix listed here that matches its dotted name,
 # so a package can sit in one layer and a few of its modules in another (the reason is given).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("errors", "fsutil", "hardware", "assets")),
+    ("base", ("errors", "fsutil", "hardware", "allocator", "assets")),
     # The recipe, and the plain-data tables it checks names against when it is read: built-in
     # chat templates and grader kinds (graders are shared by evaluation and GRPO).
     ("recipe", ("recipe", "data.templates", "evaluate.graders", "evaluate.similarity",
