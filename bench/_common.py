@@ -261,7 +261,8 @@ class TunesmithSteps:
             self.last_total = self.counter.total
             self.last_faults = minor_faults()
         elif record.get("type") == "train":
-            faults, self.last_faults = minor_faults() - self.last_faults, minor_faults()
+            now = minor_faults()
+            faults, self.last_faults = now - self.last_faults, now
             total = self.counter.total
             computed = total - self.last_total
             tokens = {"tokens": computed} if self.tokens_key is None else {
@@ -352,11 +353,12 @@ class TrlSteps:
 # --- worker processes and the driver ------------------------------------------------------------
 
 
-PEER_ALLOCATOR_ENV = {"THP_MEM_ALLOC_ENABLE": "1", "MALLOC_MMAP_THRESHOLD_": str(allocator.MMAP_THRESHOLD),
-                      "MALLOC_TRIM_THRESHOLD_": str(allocator.TRIM_THRESHOLD)}
-"""`--peer-allocator tunesmith` (the default): the peer's process gets the allocator settings
-tunesmith's training applies to itself (tunesmith/allocator.py), as environment variables at its
-start, so a ratio measures the trainers and not the allocator. `default`: the peer as installed."""
+def peer_environment(cfg: dict[str, Any]) -> dict[str, str]:
+    """`--peer-allocator tunesmith` (the default): the peer's process starts with the allocator
+    settings tunesmith's training applies to itself (tunesmith/allocator.py), so a ratio measures
+    the trainers and not the allocator. `default`: nothing added, the peer as installed."""
+    return allocator.as_environment() if cfg.get("peer_allocator", "tunesmith") == "tunesmith" else {}
+
 
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
               "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
@@ -410,7 +412,7 @@ def alternate(cfg: dict[str, Any], workdir: Path, tag: str, script: str, first: 
               kinds: tuple[str, str] = ("tunesmith", "trl")) -> dict[str, dict[str, Any]]:
     """Start both trainers, let them load side by side, then alternate their steps (A B, B A,
     A B, ...) for cfg["steps"] steps; each then saves and writes its result, one at a time."""
-    peer_env = PEER_ALLOCATOR_ENV if cfg.get("peer_allocator", "tunesmith") == "tunesmith" else {}
+    peer_env = peer_environment(cfg)
     workers = {kind: Worker(kind, cfg, workdir, tag, lockstep=True, script=script,
                             env=None if kind == "tunesmith" else peer_env) for kind in kinds}
     try:
@@ -520,8 +522,9 @@ def add_worker_arguments(parser: Any, workers: list[str]) -> None:
 
 def allocator_words(cfg: dict[str, Any], steps: dict[str, list[dict[str, Any]]]) -> str:
     """The report's line on the allocator and the pages each tool faulted in per step."""
-    settings = " ".join(f"{k}={v}" for k, v in PEER_ALLOCATOR_ENV.items())
-    if cfg.get("peer_allocator", "tunesmith") == "tunesmith":
+    peer_env = peer_environment(cfg)
+    if peer_env:
+        settings = " ".join(f"{k}={v}" for k, v in peer_env.items())
         given = (f"the peer got tunesmith's allocator settings ({settings}), which tunesmith's "
                  "training applies to itself (tunesmith/allocator.py)")
     else:

@@ -25,32 +25,45 @@ import ctypes
 import os
 import platform
 
+from tunesmith.errors import TunesmithError
+
 ALLOCATOR_ENV = "TUNESMITH_ALLOCATOR"
-"""`default` leaves the allocator as the process found it."""
+"""`default` leaves the allocator as the process found it; unset or empty applies the settings."""
 MMAP_THRESHOLD = 16 << 20
 """Bytes: each weight-sized block of a small model (a 1536 x 576 fp32 gradient is 3.5 MiB) is
 reused from the heap; vocabulary-sized ones (49152 x 576 fp32, 113 MiB) are still mapped."""
 TRIM_THRESHOLD = 256 << 20
 """Bytes of free heap kept rather than returned to the system."""
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+THP_ENV = "THP_MEM_ALLOC_ENABLE"
 _GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def as_environment() -> dict[str, str]:
+    """The same settings as environment variables, for a process started from outside that does
+    not call `tune` (the benchmarks' peer): glibc reads its two at start-up."""
+    return {THP_ENV: "1", _GLIBC_ENV[0]: str(MMAP_THRESHOLD), _GLIBC_ENV[1]: str(TRIM_THRESHOLD)}
 
 _applied: list[str] | None = None
 
 
 def tune() -> list[str]:
-    """Apply both settings once per process; what was set, for a log line (empty if nothing)."""
+    """Apply both settings once per process; returns what was set (empty if nothing)."""
     global _applied
     if _applied is None:
-        _applied = [] if os.environ.get(ALLOCATOR_ENV) == "default" else _apply()
+        choice = os.environ.get(ALLOCATOR_ENV, "")
+        if choice not in ("", "default"):
+            raise TunesmithError(f"unknown value {choice!r}", where=ALLOCATOR_ENV,
+                                 fix="unset it to apply tunesmith's settings, or set it to default")
+        _applied = [] if choice == "default" else _apply()
     return list(_applied)
 
 
 def _apply() -> list[str]:
     done = []
-    if "THP_MEM_ALLOC_ENABLE" not in os.environ:
-        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
-        done.append("THP_MEM_ALLOC_ENABLE=1")
+    if THP_ENV not in os.environ:
+        os.environ[THP_ENV] = "1"
+        done.append(f"{THP_ENV}=1")
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" \
             and not any(name in os.environ for name in _GLIBC_ENV):
         libc = ctypes.CDLL(None)  # the process's own C library

@@ -58,9 +58,9 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    allocator.tune()  # before any command allocates its first large tensor
     quiet_libraries()
     try:
+        allocator.tune()  # before any command allocates its first large tensor
         return int(args.handler(args) or 0)
     except TunesmithError as exc:
         from tunesmith.commands.console import print_error

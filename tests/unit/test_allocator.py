@@ -51,6 +51,24 @@ def test_default_leaves_the_process_as_it_was(fresh: FakeLibc, monkeypatch: pyte
     assert "THP_MEM_ALLOC_ENABLE" not in os.environ and fresh.calls == []
 
 
+def test_an_unknown_value_is_refused_naming_the_variable(fresh: FakeLibc,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunesmith import cli
+    from tunesmith.errors import TunesmithError
+
+    monkeypatch.setenv(allocator.ALLOCATOR_ENV, "off")
+    with pytest.raises(TunesmithError, match="TUNESMITH_ALLOCATOR: unknown value 'off'"):
+        allocator.tune()
+    assert "THP_MEM_ALLOC_ENABLE" not in os.environ and fresh.calls == []
+    assert cli.main(["runs", "list"]) == 2  # a command prints the error, not a traceback
+
+
+def test_the_environment_form_holds_the_same_settings() -> None:
+    assert allocator.as_environment() == {"THP_MEM_ALLOC_ENABLE": "1",
+                                          "MALLOC_MMAP_THRESHOLD_": str(16 << 20),
+                                          "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
 def test_an_operators_own_settings_win(fresh: FakeLibc, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
