@@ -22,6 +22,7 @@ masked attention.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 from dataclasses import dataclass
@@ -311,12 +312,53 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids:
         extra = {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds}
         if shared_prefix:
             extra["shared_prefix"] = shared_prefix
+    embedded = _tied_embedding_lookup(lm, input_ids)
+    if embedded is not None:
+        extra["inputs_embeds"] = embedded
     # use_cache=False matters: transformers splits a packed row into its examples (from the
     # restarting position ids) only when no KV cache is built; with one, examples would
     # attend to each other silently.
-    out = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-                  use_cache=False, **extra)
+    out = decoder(input_ids=None if embedded is not None else input_ids, position_ids=position_ids,
+                  attention_mask=attention_mask, use_cache=False, **extra)
     return out.last_hidden_state
+
+
+def _tied_embedding_lookup(lm: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
+    """The token embeddings of a CPU training step whose input embedding is the trained output
+    head (tied weights, full fine-tuning), with the embedding's gradient rows added in place to
+    the head's gradient; None where the model's own lookup must run.
+
+    PyTorch's embedding backward builds a dense vocabulary-sized gradient (a zero fill of 113 MiB
+    for SmolLM2, freshly paged in every step) only for autograd to add it to the head's gradient
+    of the same shape. The fused loss has handed the head's gradient to `.grad` by the time the
+    embedding's gradient arrives, so the few rows the step's tokens touch are added there instead.
+    The sum does not depend on that order (`_add_embedding_rows` starts `.grad` when it is not yet
+    there, and autograd then adds the head's into it). Only on one CPU process: DDP and FSDP reduce
+    each `.grad` as autograd accumulates it, which this addition would bypass."""
+    embedding = lm.get_input_embeddings()
+    head = lm.get_output_embeddings()
+    weight = getattr(embedding, "weight", None)
+    if (type(embedding) is not torch.nn.Embedding or head is None or weight is None
+            or head.weight is not weight or not (torch.is_grad_enabled() and weight.requires_grad)
+            or weight.device.type != "cpu" or embedding.max_norm is not None
+            or embedding.scale_grad_by_freq or embedding.sparse
+            or (torch.distributed.is_available() and torch.distributed.is_initialized())):
+        return None
+    embedded = torch.nn.functional.embedding(input_ids, weight.detach(), embedding.padding_idx)
+    embedded.requires_grad_()
+    embedded.register_hook(functools.partial(_add_embedding_rows, weight, input_ids, embedding.padding_idx))
+    return embedded
+
+
+def _add_embedding_rows(weight: torch.nn.Parameter, input_ids: torch.Tensor, padding_idx: int | None,
+                        grad: torch.Tensor) -> None:
+    rows, ids = grad.reshape(-1, grad.shape[-1]), input_ids.reshape(-1)
+    if padding_idx is not None:  # as nn.Embedding: the padding row gets no gradient
+        keep = ids != padding_idx
+        rows, ids = rows[keep], ids[keep]
+    if weight.grad is None:
+        weight.grad = torch.zeros_like(weight)
+    weight.grad.index_add_(0, ids, rows.to(weight.grad.dtype))
 
 
 def predicting_states(hidden: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None,
