@@ -93,3 +93,19 @@ def test_untied_frozen_or_gradient_free_lookups_are_the_models_own() -> None:
         assert loss_module._tied_embedding_lookup(tied, ids) is None
     tied.model.embed_tokens.weight.requires_grad_(False)
     assert loss_module._tied_embedding_lookup(tied, ids) is None
+
+
+def test_a_hooked_embedding_is_called_as_a_module() -> None:
+    """A hook on the embedding (transformers' enable_input_require_grads, a user's probe) must see
+    the lookup, so the module itself runs."""
+    model = tied_llama()
+    ids = torch.randint(1, 96, (1, 8))
+    seen = []
+    handle = model.model.embed_tokens.register_forward_hook(lambda module, args, out: seen.append(out))
+    try:
+        assert loss_module._tied_embedding_lookup(model, ids) is None
+        loss_module.hidden_states(model, ids, torch.arange(8).unsqueeze(0))
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    assert loss_module._tied_embedding_lookup(model, ids) is not None

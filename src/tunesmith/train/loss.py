@@ -334,11 +334,12 @@ def _tied_embedding_lookup(lm: torch.nn.Module, input_ids: torch.Tensor) -> torc
     embedding's gradient arrives, so the few rows the step's tokens touch are added there instead.
     The sum does not depend on that order (`_add_embedding_rows` starts `.grad` when it is not yet
     there, and autograd then adds the head's into it). Only on one CPU process: DDP and FSDP reduce
-    each `.grad` as autograd accumulates it, which this addition would bypass."""
+    each `.grad` as autograd accumulates it, which this addition would bypass. Not where a hook
+    watches or changes the embedding's output (the module is not called here)."""
     embedding = lm.get_input_embeddings()
     head = lm.get_output_embeddings()
     weight = getattr(embedding, "weight", None)
-    if (type(embedding) is not torch.nn.Embedding or head is None or weight is None
+    if (type(embedding) is not torch.nn.Embedding or _has_hooks(embedding) or head is None or weight is None
             or head.weight is not weight or not (torch.is_grad_enabled() and weight.requires_grad)
             or weight.device.type != "cpu" or embedding.max_norm is not None
             or embedding.scale_grad_by_freq or embedding.sparse
@@ -348,6 +349,16 @@ def _tied_embedding_lookup(lm: torch.nn.Module, input_ids: torch.Tensor) -> torc
     embedded.requires_grad_()
     embedded.register_hook(functools.partial(_add_embedding_rows, weight, input_ids, embedding.padding_idx))
     return embedded
+
+
+def _has_hooks(module: torch.nn.Module) -> bool:
+    """Whether calling `module` would run any hook: the test PyTorch's own `Module._call_impl`
+    makes (private names, as no public API tells)."""
+    hooks = torch.nn.modules.module
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or hooks._global_forward_hooks
+                or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+                or hooks._global_backward_pre_hooks)
 
 
 def _add_embedding_rows(weight: torch.nn.Parameter, input_ids: torch.Tensor, padding_idx: int | None,
