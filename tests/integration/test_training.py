@@ -384,6 +384,32 @@ def test_gradient_checkpointing_gives_the_same_curve(random_model_path, colour_d
     assert curves[0] == pytest.approx(curves[1], abs=1e-5)
 
 
+def test_full_fine_tuning_with_checkpointing_keeps_the_tied_embedding_path(
+        random_model_path, colour_data, tmp_path, monkeypatch) -> None:
+    """The random model ties its embedding to the head: with gradient checkpointing on, full
+    fine-tuning still adds the embedding's rows in place, and the curve is the plain run's."""
+    from tunesmith.train import loss as loss_module
+
+    lookup, taken = loss_module._tied_embedding_lookup, []
+
+    def spy(lm: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor | None:
+        embedded = lookup(lm, ids)
+        taken.append(embedded is not None)
+        return embedded
+
+    monkeypatch.setattr(loss_module, "_tied_embedding_lookup", spy)
+    curves = []
+    for name, flag in (("plain", "false"), ("ckpt", "true")):
+        taken.clear()
+        result = train(recipe_for(random_model_path, colour_data, tmp_path, f"output.name={name}",
+                                  f"training.gradient_checkpointing={flag}", "adapter.kind=full",
+                                  "training.learning_rate=0.001", "training.epochs=1",
+                                  "evaluation.enabled=false"))
+        curves.append(losses(result.run_dir))
+        assert True in taken  # training steps (evaluation runs without gradients, so never)
+    assert curves[0] == pytest.approx(curves[1], abs=1e-5)
+
+
 def test_tensorboard_and_mlflow_receive_metrics(
     random_model_path, colour_data, tmp_path, monkeypatch
 ) -> None:

@@ -261,7 +261,13 @@ def _set_up(ctx: dist.Distributed, recipe: Recipe | None, resume_dir: Path | str
     expert_note = untrained_experts_note(model)  # reported once the reporter exists
     if training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(model, "enable_input_require_grads"):
+        # The hook that makes the embedding's output require grad is for a frozen embedding (LoRA).
+        # transformers adds it with checkpointing; a trained embedding's output requires grad
+        # anyway, and the hook would turn off train/loss.py's in-place tied-embedding gradient.
+        if model.get_input_embeddings().weight.requires_grad:
+            if hasattr(model, "disable_input_require_grads"):
+                model.disable_input_require_grads()
+        elif hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     _check_disk(run, model, training.keep_checkpoints)
     # Before any checkpoint is loaded: a reference model is the untrained one.
