@@ -313,13 +313,12 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids:
         if shared_prefix:
             extra["shared_prefix"] = shared_prefix
     embedded = _tied_embedding_lookup(lm, input_ids)
-    if embedded is not None:
-        extra["inputs_embeds"] = embedded
+    inputs = {"input_ids": input_ids} if embedded is None else {"inputs_embeds": embedded}
     # use_cache=False matters: transformers splits a packed row into its examples (from the
     # restarting position ids) only when no KV cache is built; with one, examples would
     # attend to each other silently.
-    out = decoder(input_ids=None if embedded is not None else input_ids, position_ids=position_ids,
-                  attention_mask=attention_mask, use_cache=False, **extra)
+    out = decoder(**inputs, position_ids=position_ids, attention_mask=attention_mask, use_cache=False,
+                  **extra)
     return out.last_hidden_state
 
 
